@@ -1,0 +1,101 @@
+//! The reference node: the upstream kubelet (built from the pinned Kubernetes module)
+//! on containerd's CRI plugin, joining the bed by TLS bootstrap. Benchmarks compare
+//! Gantry with this node, so its configuration mirrors what Gantry's node is given.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use crate::bed::{free_port, Bed};
+use crate::host;
+use crate::network::{self, CLUSTER_DNS_IP};
+use crate::paths;
+use crate::process::{self, Recorded};
+use crate::wait;
+
+#[derive(Clone, Debug)]
+pub struct ReferenceNode {
+    pub name: String,
+    pub dir: PathBuf,
+    pub kubelet: Recorded,
+    pub network: network::NodeNetwork,
+    /// The node's cgroup root (cgroupRoot): every pod cgroup is below it.
+    pub cgroup_root: String,
+}
+
+/// Starts the upstream kubelet as node `name` and waits until the Node is Ready.
+pub fn start(bed: &mut Bed, name: &str) -> Result<ReferenceNode> {
+    let dir = bed.dir().join("nodes").join(name);
+    fs::create_dir_all(&dir)?;
+    let conf_dir = bed.containerd.cni_conf_dir.clone();
+    let net = network::create_node_network(&mut bed.state, name, &conf_dir)?;
+
+    let cgroup_root = format!("gantry-e2e-{}-{name}", bed.state.name);
+    bed.state.cgroup_roots.push(cgroup_root.clone());
+    bed.state.nodes.push(name.to_string());
+    bed.state.save()?;
+    host::create_cgroup_root(&cgroup_root)?;
+
+    let (port, healthz_port) = (free_port()?, free_port()?);
+    let config = json!({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        // This machine is cgroup v1; from 1.35 the kubelet refuses v1 unless told.
+        "failCgroupV1": false,
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": format!("/{cgroup_root}"),
+        "address": "127.0.0.1",
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz_port,
+        "authentication": {
+            "anonymous": { "enabled": false },
+            "webhook": { "enabled": true },
+            "x509": { "clientCAFile": bed.control_plane.pki.ca.cert },
+        },
+        "authorization": { "mode": "Webhook" },
+        "containerRuntimeEndpoint": bed.containerd.endpoint(),
+        "clusterDomain": "cluster.local",
+        "clusterDNS": [CLUSTER_DNS_IP],
+        "podLogsDir": dir.join("pod-logs"),
+        "rotateCertificates": true,
+        "failSwapOn": false,
+        "resolvConf": "/etc/resolv.conf",
+    });
+    let config_path = dir.join("kubelet-config.json");
+    fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
+
+    let mut cmd = Command::new(paths::tool("kubelet")?);
+    cmd.arg("--config")
+        .arg(&config_path)
+        .arg("--bootstrap-kubeconfig")
+        .arg(&bed.control_plane.bootstrap_kubeconfig)
+        .arg("--kubeconfig")
+        .arg(dir.join("kubelet.kubeconfig"))
+        .arg("--cert-dir")
+        .arg(dir.join("pki"))
+        .arg("--root-dir")
+        .arg(dir.join("kubelet"))
+        .args(["--hostname-override", name, "--node-ip", "127.0.0.1", "--v", "1"]);
+    let kubelet = process::spawn(&format!("kubelet-{name}"), cmd, &bed.dir().join("logs").join(format!("kubelet-{name}.log")))?;
+    bed.state.processes.push(kubelet.clone());
+    bed.state.save()?;
+
+    let kubectl = bed.kubectl()?;
+    wait::until(&format!("node {name} to be Ready"), Duration::from_secs(180), || {
+        if !kubelet.is_alive() {
+            bail!("kubelet exited: {}", kubelet.log_tail(30));
+        }
+        match kubectl.node_condition(name, "Ready")? {
+            Some((status, _)) if status == "True" => Ok(Some(())),
+            Some((status, why)) => bail!("Ready={status} ({why})"),
+            None => bail!("node {name} is not registered yet"),
+        }
+    })?;
+    Ok(ReferenceNode { name: name.to_string(), dir, kubelet, network: net, cgroup_root })
+}

@@ -1,0 +1,28 @@
+//! Polling with a deadline and a message that says what was awaited and what was seen.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+/// Calls `probe` until it returns `Ok(Some(v))`, or fails after `timeout` with the last
+/// observation (the `Err` or the `Ok(None)` explanation) in the message.
+pub fn until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no observation yet");
+    loop {
+        match probe() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        }
+        sleep(Duration::from_millis(200));
+    }
+}
