@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::paths::{self, CNI_BIN_DIR};
 use crate::process::{self, Recorded};
@@ -59,7 +59,7 @@ pub fn start(state: &mut BedState, registry_addr: &str, cni_conf_dir: &Path) -> 
     let ctr = paths::system_tool("ctr")?;
     wait::until("containerd to answer on its socket", Duration::from_secs(30), || {
         if !p.is_alive() {
-            bail!("containerd exited: {}", p.log_tail(30));
+            return Err(wait::fatal(format!("containerd exited: {}", p.log_tail(30))));
         }
         let ok = Command::new(&ctr)
             .arg("--address")

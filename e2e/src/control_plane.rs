@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::bed::free_port;
 use crate::kubeconfig::{self, Credentials};
@@ -77,8 +77,8 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         .args(["--service-cluster-ip-range", SERVICE_RANGE])
         .args(["--authorization-mode", "Node,RBAC"])
         .args(["--enable-admission-plugins", "NodeRestriction"])
-        .args(["--allow-privileged", "true"])
-        .args(["--enable-bootstrap-token-auth", "true"])
+        .arg("--allow-privileged=true")
+        .arg("--enable-bootstrap-token-auth=true")
         .args(["--client-ca-file", &p(&pki.ca.cert)])
         .args(["--tls-cert-file", &p(&pki.apiserver.cert)])
         .args(["--tls-private-key-file", &p(&pki.apiserver.key)])
@@ -89,7 +89,7 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         .args(["--service-account-key-file", &p(&pki.service_account_pub)])
         .args(["--service-account-signing-key-file", &p(&pki.service_account_key)])
         .args(["--cert-dir", &p(&dir.join("apiserver"))])
-        .args(["--profiling", "false"])
+        .arg("--profiling=false")
         .args(["--v", "1"]);
     let apiserver = spawn(state, "kube-apiserver", cmd)?;
     state.apiserver_url = Some(apiserver_url.clone());
@@ -106,7 +106,7 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
     let kubectl = Kubectl::new(&admin_kubeconfig)?;
     wait::until("kube-apiserver to be ready (/readyz)", Duration::from_secs(120), || {
         if !apiserver.is_alive() {
-            bail!("kube-apiserver exited: {}", apiserver.log_tail(30));
+            return Err(wait::fatal(format!("kube-apiserver exited: {}", apiserver.log_tail(30))));
         }
         Ok(kubectl.run(&["get", "--raw", "/readyz"]).ok().filter(|o| o.trim() == "ok").map(|_| ()))
     })?;
@@ -139,8 +139,8 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         .args(["--authentication-kubeconfig", &p(&cm_kubeconfig)])
         .args(["--authorization-kubeconfig", &p(&cm_kubeconfig)])
         .args(["--bind-address", "127.0.0.1", "--secure-port", &cm_port.to_string()])
-        .args(["--leader-elect", "false"])
-        .args(["--use-service-account-credentials", "true"])
+        .arg("--leader-elect=false")
+        .arg("--use-service-account-credentials=true")
         .args(["--service-account-private-key-file", &p(&pki.service_account_key)])
         .args(["--root-ca-file", &p(&pki.ca.cert)])
         .args(["--cluster-signing-cert-file", &p(&pki.ca.cert)])
@@ -165,7 +165,7 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         .args(["--authentication-kubeconfig", &p(&sched_kubeconfig)])
         .args(["--authorization-kubeconfig", &p(&sched_kubeconfig)])
         .args(["--bind-address", "127.0.0.1", "--secure-port", &sched_port.to_string()])
-        .args(["--leader-elect", "false"])
+        .arg("--leader-elect=false")
         .args(["--v", "1"]);
     let scheduler = spawn(state, "kube-scheduler", cmd)?;
 
@@ -173,13 +173,13 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
     // works; pods cannot be admitted before that account exists anyway.
     wait::until("the controller-manager to create ServiceAccount default/default", Duration::from_secs(120), || {
         if !cm.is_alive() {
-            bail!("kube-controller-manager exited: {}", cm.log_tail(30));
+            return Err(wait::fatal(format!("kube-controller-manager exited: {}", cm.log_tail(30))));
         }
         Ok(kubectl.run(&["get", "serviceaccount", "default", "-n", "default"]).ok().map(|_| ()))
     })?;
     wait::until("kube-scheduler to listen", Duration::from_secs(60), || {
         if !scheduler.is_alive() {
-            bail!("kube-scheduler exited: {}", scheduler.log_tail(30));
+            return Err(wait::fatal(format!("kube-scheduler exited: {}", scheduler.log_tail(30))));
         }
         Ok(TcpStream::connect(("127.0.0.1", sched_port)).ok().map(|_| ()))
     })?;

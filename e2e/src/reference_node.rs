@@ -48,7 +48,9 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<ReferenceNode> {
         "failCgroupV1": false,
         "cgroupDriver": "cgroupfs",
         "cgroupRoot": format!("/{cgroup_root}"),
-        "address": "127.0.0.1",
+        // The node's address is its bridge's gateway: the kubelet refuses a loopback node
+        // IP, and the bridge is a host interface the bed made itself.
+        "address": net.gateway,
         "port": port,
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
@@ -81,7 +83,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<ReferenceNode> {
         .arg(dir.join("pki"))
         .arg("--root-dir")
         .arg(dir.join("kubelet"))
-        .args(["--hostname-override", name, "--node-ip", "127.0.0.1", "--v", "1"]);
+        .args(["--hostname-override", name, "--node-ip", &net.gateway, "--v", "1"]);
     let kubelet = process::spawn(&format!("kubelet-{name}"), cmd, &bed.dir().join("logs").join(format!("kubelet-{name}.log")))?;
     bed.state.processes.push(kubelet.clone());
     bed.state.save()?;
@@ -89,7 +91,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<ReferenceNode> {
     let kubectl = bed.kubectl()?;
     wait::until(&format!("node {name} to be Ready"), Duration::from_secs(180), || {
         if !kubelet.is_alive() {
-            bail!("kubelet exited: {}", kubelet.log_tail(30));
+            return Err(wait::fatal(format!("kubelet exited: {}", kubelet.log_tail(30))));
         }
         match kubectl.node_condition(name, "Ready")? {
             Some((status, _)) if status == "True" => Ok(Some(())),

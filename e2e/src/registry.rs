@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::bed::free_port;
 use crate::paths;
@@ -47,7 +47,7 @@ pub fn start(state: &mut BedState) -> Result<String> {
 pub fn wait_http_ok(p: &Recorded, addr: &str, path: &str, timeout: Duration) -> Result<()> {
     wait::until(&format!("{} to answer GET {path} on {addr}", p.name), timeout, || {
         if !p.is_alive() {
-            bail!("{} exited: {}", p.name, p.log_tail(30));
+            return Err(wait::fatal(format!("{} exited: {}", p.name, p.log_tail(30))));
         }
         Ok((http_status(addr, path)? == 200).then_some(()))
     })

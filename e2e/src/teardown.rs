@@ -64,6 +64,9 @@ pub fn teardown(dir: &Path) -> Result<()> {
         ..Default::default()
     });
     let needle = format!("{}/", dir.display());
+    // Read before anything is removed: containerd's CRI plugin caches CNI results per
+    // sandbox in /var/lib/cni/results, outside the bed.
+    let sandboxes = cri_sandbox_ids(dir);
 
     // Daemons in reverse start order: nodes first, so nothing restarts what follows.
     for p in state.processes.iter().rev() {
@@ -90,6 +93,7 @@ pub fn teardown(dir: &Path) -> Result<()> {
         host::iptables_remove(Some(&format!("\"{net}\"")), &|_| false);
         remove_matching("/var/lib/cni/results", |name| name.starts_with(&format!("{net}-")));
     }
+    remove_matching("/var/lib/cni/results", |name| sandboxes.iter().any(|id| name.contains(id.as_str())));
     remove_matching("/var/log/containers", |name| {
         fs::read_link(Path::new("/var/log/containers").join(name))
             .map(|target| target.starts_with(dir))
@@ -172,6 +176,21 @@ pub fn leftovers(dir: &Path, state: &BedState) -> Vec<String> {
         }
     }
     found
+}
+
+/// IDs of the sandboxes containerd's CRI plugin made for the bed.
+fn cri_sandbox_ids(dir: &Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    for part in ["root", "state"] {
+        let sandboxes = dir.join("containerd").join(part).join("io.containerd.grpc.v1.cri/sandboxes");
+        if let Ok(entries) = fs::read_dir(sandboxes) {
+            ids.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+        }
+    }
+    ids.retain(|id| id.len() >= 32);
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 fn remove_matching(dir: &str, matches: impl Fn(&str) -> bool) {

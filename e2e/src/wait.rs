@@ -5,8 +5,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+/// An observation that ends the wait at once (a daemon exited): wrap it with [`fatal`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
+pub fn fatal(message: String) -> anyhow::Error {
+    Fatal(message).into()
+}
+
 /// Calls `probe` until it returns `Ok(Some(v))`, or fails after `timeout` with the last
-/// observation (the `Err` or the `Ok(None)` explanation) in the message.
+/// observation (the `Err` or the `Ok(None)` explanation) in the message. A [`Fatal`]
+/// error ends the wait immediately.
 pub fn until<T>(
     what: &str,
     timeout: Duration,
@@ -18,6 +28,7 @@ pub fn until<T>(
         match probe() {
             Ok(Some(v)) => return Ok(v),
             Ok(None) => {}
+            Err(e) if e.is::<Fatal>() => bail!("while waiting for {what}: {e:#}"),
             Err(e) => last = format!("{e:#}"),
         }
         if Instant::now() >= deadline {
