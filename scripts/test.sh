@@ -20,7 +20,7 @@ status=${PIPESTATUS[0]}
 
 echo
 echo "==== test summary ($(( $(date +%s) - start ))s) ===="
-grep -E '^\s+Running |^test result:' "$log" | sed -E 's/^\s+Running /suite: /'
+grep -E '^\s+(Running|Doc-tests) |^test result:' "$log" | sed -E 's/^\s+(Running|Doc-tests) /suite: \1 /'
 passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -oE '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 ignored=$(grep -oE '[0-9]+ ignored' "$log" | awk '{s+=$1} END {print s+0}')

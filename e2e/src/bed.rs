@@ -24,7 +24,9 @@ pub struct BedOptions {
 
 impl BedOptions {
     pub fn named(name: &str) -> Self {
-        BedOptions { name: name.to_string() }
+        BedOptions {
+            name: name.to_string(),
+        }
     }
 }
 
@@ -42,15 +44,24 @@ impl Bed {
     pub fn start(opts: &BedOptions) -> Result<Bed> {
         let dir = Path::new(BED_ROOT).join(&opts.name);
         if dir.exists() {
-            teardown::teardown(&dir).with_context(|| format!("tear down the leftover bed {}", dir.display()))?;
+            teardown::teardown(&dir)
+                .with_context(|| format!("tear down the leftover bed {}", dir.display()))?;
         }
         fs::create_dir_all(dir.join("logs"))?;
-        let mut state = BedState { name: opts.name.clone(), dir: dir.clone(), ..Default::default() };
+        let mut state = BedState {
+            name: opts.name.clone(),
+            dir: dir.clone(),
+            ..Default::default()
+        };
         state.save()?;
         match Self::start_in(&mut state) {
-            Ok((control_plane, registry_addr, containerd)) => {
-                Ok(Bed { state, control_plane, registry_addr, containerd, detached: false })
-            }
+            Ok((control_plane, registry_addr, containerd)) => Ok(Bed {
+                state,
+                control_plane,
+                registry_addr,
+                containerd,
+                detached: false,
+            }),
             Err(e) => {
                 if let Err(t) = teardown::teardown(&dir) {
                     eprintln!("testbed: teardown after a failed start also failed: {t:#}");

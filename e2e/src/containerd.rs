@@ -48,7 +48,10 @@ pub fn start(state: &mut BedState, registry_addr: &str, cni_conf_dir: &Path) -> 
     }
     write_mirror_hosts(&certs_dir, registry_addr)?;
     let config = dir.join("config.toml");
-    fs::write(&config, config_toml(&dir, &root, &state_dir, &socket, &certs_dir, cni_conf_dir))?;
+    fs::write(
+        &config,
+        config_toml(&dir, &root, &state_dir, &socket, &certs_dir, cni_conf_dir),
+    )?;
 
     let mut cmd = Command::new(paths::system_tool("containerd")?);
     cmd.arg("--config").arg(&config);
@@ -57,20 +60,34 @@ pub fn start(state: &mut BedState, registry_addr: &str, cni_conf_dir: &Path) -> 
     state.save()?;
 
     let ctr = paths::system_tool("ctr")?;
-    wait::until("containerd to answer on its socket", Duration::from_secs(30), || {
-        if !p.is_alive() {
-            return Err(wait::fatal(format!("containerd exited: {}", p.log_tail(30))));
-        }
-        let ok = Command::new(&ctr)
-            .arg("--address")
-            .arg(&socket)
-            .arg("version")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        Ok(ok.then_some(()))
-    })?;
-    Ok(Containerd { socket, root, state_dir, cni_conf_dir: cni_conf_dir.to_path_buf(), certs_dir, process: p })
+    wait::until(
+        "containerd to answer on its socket",
+        Duration::from_secs(30),
+        || {
+            if !p.is_alive() {
+                return Err(wait::fatal(format!(
+                    "containerd exited: {}",
+                    p.log_tail(30)
+                )));
+            }
+            let ok = Command::new(&ctr)
+                .arg("--address")
+                .arg(&socket)
+                .arg("version")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            Ok(ok.then_some(()))
+        },
+    )?;
+    Ok(Containerd {
+        socket,
+        root,
+        state_dir,
+        cni_conf_dir: cni_conf_dir.to_path_buf(),
+        certs_dir,
+        process: p,
+    })
 }
 
 /// One hosts.toml per mirrored registry. `server` is the mirror too, so a missing image
@@ -91,7 +108,14 @@ fn write_mirror_hosts(certs_dir: &Path, registry_addr: &str) -> Result<()> {
     Ok(())
 }
 
-fn config_toml(dir: &Path, root: &Path, state: &Path, socket: &Path, certs: &Path, cni_conf: &Path) -> String {
+fn config_toml(
+    dir: &Path,
+    root: &Path,
+    state: &Path,
+    socket: &Path,
+    certs: &Path,
+    cni_conf: &Path,
+) -> String {
     let d = |p: &Path| p.display().to_string();
     format!(
         r#"version = 2

@@ -42,7 +42,13 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
     let pki = Pki::generate(
         &dir.join("pki"),
         &[loopback, service_ip],
-        &["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
+        &[
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ],
     )?;
 
     // etcd
@@ -54,8 +60,18 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
     cmd.args(["--name", "gantry-e2e"])
         .arg("--data-dir")
         .arg(dir.join("etcd"))
-        .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args([
+            "--listen-client-urls",
+            &etcd_url,
+            "--advertise-client-urls",
+            &etcd_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
         .args(["--initial-cluster", &format!("gantry-e2e={peer_url}")])
         // A test cluster is thrown away with its bed: durability buys nothing here.
         .arg("--unsafe-no-fsync")
@@ -69,7 +85,12 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
     let p = |path: &PathBuf| path.display().to_string();
     let mut cmd = Command::new(paths::tool("kube-apiserver")?);
     cmd.args(["--etcd-servers", &etcd_url])
-        .args(["--bind-address", "127.0.0.1", "--secure-port", &api_port.to_string()])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &api_port.to_string(),
+        ])
         .args(["--advertise-address", "127.0.0.1"])
         // The apiserver cannot publish a loopback address as the `kubernetes` service's
         // endpoint; there is no kube-proxy to use it either.
@@ -82,12 +103,24 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         .args(["--client-ca-file", &p(&pki.ca.cert)])
         .args(["--tls-cert-file", &p(&pki.apiserver.cert)])
         .args(["--tls-private-key-file", &p(&pki.apiserver.key)])
-        .args(["--kubelet-client-certificate", &p(&pki.apiserver_kubelet_client.cert)])
-        .args(["--kubelet-client-key", &p(&pki.apiserver_kubelet_client.key)])
+        .args([
+            "--kubelet-client-certificate",
+            &p(&pki.apiserver_kubelet_client.cert),
+        ])
+        .args([
+            "--kubelet-client-key",
+            &p(&pki.apiserver_kubelet_client.key),
+        ])
         .args(["--kubelet-preferred-address-types", "InternalIP,Hostname"])
-        .args(["--service-account-issuer", "https://kubernetes.default.svc.cluster.local"])
+        .args([
+            "--service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+        ])
         .args(["--service-account-key-file", &p(&pki.service_account_pub)])
-        .args(["--service-account-signing-key-file", &p(&pki.service_account_key)])
+        .args([
+            "--service-account-signing-key-file",
+            &p(&pki.service_account_key),
+        ])
         .args(["--cert-dir", &p(&dir.join("apiserver"))])
         .arg("--profiling=false")
         .args(["--v", "1"]);
@@ -101,15 +134,29 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         &apiserver_url,
         &pki.ca.cert,
         pki::ADMIN_USER,
-        Credentials::ClientCert { cert: &pki.admin.cert, key: &pki.admin.key },
+        Credentials::ClientCert {
+            cert: &pki.admin.cert,
+            key: &pki.admin.key,
+        },
     )?;
     let kubectl = Kubectl::new(&admin_kubeconfig)?;
-    wait::until("kube-apiserver to be ready (/readyz)", Duration::from_secs(120), || {
-        if !apiserver.is_alive() {
-            return Err(wait::fatal(format!("kube-apiserver exited: {}", apiserver.log_tail(30))));
-        }
-        Ok(kubectl.run(&["get", "--raw", "/readyz"]).ok().filter(|o| o.trim() == "ok").map(|_| ()))
-    })?;
+    wait::until(
+        "kube-apiserver to be ready (/readyz)",
+        Duration::from_secs(120),
+        || {
+            if !apiserver.is_alive() {
+                return Err(wait::fatal(format!(
+                    "kube-apiserver exited: {}",
+                    apiserver.log_tail(30)
+                )));
+            }
+            Ok(kubectl
+                .run(&["get", "--raw", "/readyz"])
+                .ok()
+                .filter(|o| o.trim() == "ok")
+                .map(|_| ()))
+        },
+    )?;
 
     let token = bootstrap_token()?;
     kubectl
@@ -131,17 +178,28 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         &apiserver_url,
         &pki.ca.cert,
         "system:kube-controller-manager",
-        Credentials::ClientCert { cert: &pki.controller_manager.cert, key: &pki.controller_manager.key },
+        Credentials::ClientCert {
+            cert: &pki.controller_manager.cert,
+            key: &pki.controller_manager.key,
+        },
     )?;
     let cm_port = free_port()?;
     let mut cmd = Command::new(paths::tool("kube-controller-manager")?);
     cmd.args(["--kubeconfig", &p(&cm_kubeconfig)])
         .args(["--authentication-kubeconfig", &p(&cm_kubeconfig)])
         .args(["--authorization-kubeconfig", &p(&cm_kubeconfig)])
-        .args(["--bind-address", "127.0.0.1", "--secure-port", &cm_port.to_string()])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &cm_port.to_string(),
+        ])
         .arg("--leader-elect=false")
         .arg("--use-service-account-credentials=true")
-        .args(["--service-account-private-key-file", &p(&pki.service_account_key)])
+        .args([
+            "--service-account-private-key-file",
+            &p(&pki.service_account_key),
+        ])
         .args(["--root-ca-file", &p(&pki.ca.cert)])
         .args(["--cluster-signing-cert-file", &p(&pki.ca.cert)])
         .args(["--cluster-signing-key-file", &p(&pki.ca.key)])
@@ -157,38 +215,70 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         &apiserver_url,
         &pki.ca.cert,
         "system:kube-scheduler",
-        Credentials::ClientCert { cert: &pki.scheduler.cert, key: &pki.scheduler.key },
+        Credentials::ClientCert {
+            cert: &pki.scheduler.cert,
+            key: &pki.scheduler.key,
+        },
     )?;
     let sched_port = free_port()?;
     let mut cmd = Command::new(paths::tool("kube-scheduler")?);
     cmd.args(["--kubeconfig", &p(&sched_kubeconfig)])
         .args(["--authentication-kubeconfig", &p(&sched_kubeconfig)])
         .args(["--authorization-kubeconfig", &p(&sched_kubeconfig)])
-        .args(["--bind-address", "127.0.0.1", "--secure-port", &sched_port.to_string()])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &sched_port.to_string(),
+        ])
         .arg("--leader-elect=false")
         .args(["--v", "1"]);
     let scheduler = spawn(state, "kube-scheduler", cmd)?;
 
     // The service-account controller creating `default` shows the controller-manager
     // works; pods cannot be admitted before that account exists anyway.
-    wait::until("the controller-manager to create ServiceAccount default/default", Duration::from_secs(120), || {
-        if !cm.is_alive() {
-            return Err(wait::fatal(format!("kube-controller-manager exited: {}", cm.log_tail(30))));
-        }
-        Ok(kubectl.run(&["get", "serviceaccount", "default", "-n", "default"]).ok().map(|_| ()))
-    })?;
+    wait::until(
+        "the controller-manager to create ServiceAccount default/default",
+        Duration::from_secs(120),
+        || {
+            if !cm.is_alive() {
+                return Err(wait::fatal(format!(
+                    "kube-controller-manager exited: {}",
+                    cm.log_tail(30)
+                )));
+            }
+            Ok(kubectl
+                .run(&["get", "serviceaccount", "default", "-n", "default"])
+                .ok()
+                .map(|_| ()))
+        },
+    )?;
     wait::until("kube-scheduler to listen", Duration::from_secs(60), || {
         if !scheduler.is_alive() {
-            return Err(wait::fatal(format!("kube-scheduler exited: {}", scheduler.log_tail(30))));
+            return Err(wait::fatal(format!(
+                "kube-scheduler exited: {}",
+                scheduler.log_tail(30)
+            )));
         }
-        Ok(TcpStream::connect(("127.0.0.1", sched_port)).ok().map(|_| ()))
+        Ok(TcpStream::connect(("127.0.0.1", sched_port))
+            .ok()
+            .map(|_| ()))
     })?;
 
-    Ok(ControlPlane { pki, apiserver_url, admin_kubeconfig, bootstrap_kubeconfig })
+    Ok(ControlPlane {
+        pki,
+        apiserver_url,
+        admin_kubeconfig,
+        bootstrap_kubeconfig,
+    })
 }
 
 fn spawn(state: &mut BedState, name: &str, cmd: Command) -> Result<Recorded> {
-    let p = process::spawn(name, cmd, &state.dir.join("logs").join(format!("{name}.log")))?;
+    let p = process::spawn(
+        name,
+        cmd,
+        &state.dir.join("logs").join(format!("{name}.log")),
+    )?;
     state.processes.push(p.clone());
     state.save()?;
     Ok(p)
@@ -200,7 +290,10 @@ fn bootstrap_token() -> Result<String> {
     let mut bytes = [0u8; 22];
     use std::io::Read;
     fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    let chars: String = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    let chars: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
     Ok(format!("{}.{}", &chars[..6], &chars[6..]))
 }
 
@@ -217,7 +310,12 @@ fn bootstrap_objects(token: &str) -> String {
     let mut yaml = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bootstrap-token-{id}\n  namespace: kube-system\ntype: bootstrap.kubernetes.io/token\nstringData:\n  token-id: {id}\n  token-secret: {secret}\n  usage-bootstrap-authentication: \"true\"\n  usage-bootstrap-signing: \"true\"\n  auth-extra-groups: {BOOTSTRAP_GROUP}\n"
     );
-    yaml += &binding("gantry-e2e:node-bootstrapper", "system:node-bootstrapper", "Group", "system:bootstrappers");
+    yaml += &binding(
+        "gantry-e2e:node-bootstrapper",
+        "system:node-bootstrapper",
+        "Group",
+        "system:bootstrappers",
+    );
     yaml += &binding(
         "gantry-e2e:node-autoapprove-bootstrap",
         "system:certificates.k8s.io:certificatesigningrequests:nodeclient",

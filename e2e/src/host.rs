@@ -26,7 +26,9 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
 
 /// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo.
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     let prefix = dir.to_string_lossy().trim_end_matches('/').to_string();
     let mut found: Vec<PathBuf> = info
         .lines()
@@ -69,7 +71,9 @@ pub fn unmount_below(dir: &Path) -> Vec<PathBuf> {
             return Vec::new();
         }
         for m in &mounts {
-            let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) else { continue };
+            let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) else {
+                continue;
+            };
             // SAFETY: umount2 with a valid NUL-terminated path.
             unsafe {
                 libc::umount2(c.as_ptr(), libc::MNT_DETACH);
@@ -81,7 +85,9 @@ pub fn unmount_below(dir: &Path) -> Vec<PathBuf> {
 
 /// Hierarchies of the cgroup filesystem: every v1 controller mount and the v2 mount.
 pub fn cgroup_mounts() -> Vec<PathBuf> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     info.lines()
         .filter_map(|line| {
             let (pre, post) = line.split_once(" - ")?;
@@ -115,8 +121,11 @@ pub fn create_cgroup_root(name: &str) -> Result<()> {
 /// Kills every process in cgroup `name` of every hierarchy and removes the cgroups,
 /// deepest first. Returns the cgroups that could not be removed.
 pub fn destroy_cgroup_root(name: &str) -> Vec<PathBuf> {
-    let roots: Vec<PathBuf> =
-        cgroup_mounts().into_iter().map(|m| m.join(name)).filter(|d| d.is_dir()).collect();
+    let roots: Vec<PathBuf> = cgroup_mounts()
+        .into_iter()
+        .map(|m| m.join(name))
+        .filter(|d| d.is_dir())
+        .collect();
     for _ in 0..50 {
         let mut pids = Vec::new();
         for root in &roots {
@@ -178,7 +187,9 @@ pub const IPTABLES_TABLES: [&str; 4] = ["filter", "nat", "mangle", "raw"];
 pub fn iptables_remove(needle: Option<&str>, chain_matches: &dyn Fn(&str) -> bool) {
     for bin in ["iptables", "ip6tables"] {
         for table in IPTABLES_TABLES {
-            let Ok(dump) = run(bin, &["-w", "-t", table, "-S"]) else { continue };
+            let Ok(dump) = run(bin, &["-w", "-t", table, "-S"]) else {
+                continue;
+            };
             let chains: Vec<String> = dump
                 .lines()
                 .filter_map(|l| l.strip_prefix("-N "))
@@ -186,8 +197,9 @@ pub fn iptables_remove(needle: Option<&str>, chain_matches: &dyn Fn(&str) -> boo
                 .filter(|c| chain_matches(c))
                 .collect();
             for rule in dump.lines().filter(|l| l.starts_with("-A ")) {
-                let doomed_target =
-                    chains.iter().any(|c| rule.contains(&format!(" -j {c}")) || rule.contains(&format!(" -g {c}")));
+                let doomed_target = chains.iter().any(|c| {
+                    rule.contains(&format!(" -j {c}")) || rule.contains(&format!(" -g {c}"))
+                });
                 let tagged = needle.map(|n| rule.contains(n)).unwrap_or(false);
                 if doomed_target || tagged {
                     delete_rule(bin, table, rule);
@@ -205,7 +217,9 @@ pub fn iptables_remove(needle: Option<&str>, chain_matches: &dyn Fn(&str) -> boo
 
 fn delete_rule(bin: &str, table: &str, rule: &str) {
     // `-S` prints rules as arguments to -A; quoted comments must be split like a shell.
-    let Some(args) = shell_words(&rule[3..]) else { return };
+    let Some(args) = shell_words(&rule[3..]) else {
+        return;
+    };
     let mut full: Vec<&str> = vec!["-w", "-t", table, "-D"];
     full.extend(args.iter().map(String::as_str));
     let _ = run(bin, &full);
@@ -250,7 +264,9 @@ fn shell_words(s: &str) -> Option<Vec<String>> {
 }
 
 pub fn read_sysctl(key: &str) -> Option<String> {
-    fs::read_to_string(sysctl_path(key)).ok().map(|s| s.trim().to_string())
+    fs::read_to_string(sysctl_path(key))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 pub fn write_sysctl(key: &str, value: &str) -> Result<()> {
@@ -271,7 +287,10 @@ pub fn delete_bridge(name: &str) {
     let brif = Path::new("/sys/class/net").join(name).join("brif");
     if let Ok(ports) = fs::read_dir(brif) {
         for port in ports.flatten() {
-            let _ = run("ip", &["link", "delete", &port.file_name().to_string_lossy()]);
+            let _ = run(
+                "ip",
+                &["link", "delete", &port.file_name().to_string_lossy()],
+            );
         }
     }
     if link_exists(name) {
@@ -287,7 +306,7 @@ mod tests {
     fn shell_words_keeps_quoted_comment_with_escaped_quotes() {
         let rule = r#"CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"gantry-e2e-x\" id: \"abc\"" -j CNI-DN-1"#;
         let words = shell_words(rule).expect("balanced quotes");
-        assert_eq!(words[5], r#"dnat name: "gantry-e2e-x" id: "abc""#);
+        assert_eq!(words[6], r#"dnat name: "gantry-e2e-x" id: "abc""#);
         assert_eq!(words.last().map(String::as_str), Some("CNI-DN-1"));
     }
 

@@ -18,7 +18,13 @@ pub enum Credentials<'a> {
 
 /// Writes a kubeconfig with one cluster, user and context, embedding the CA and any
 /// client certificate so the file stands alone.
-pub fn write(path: &Path, server: &str, ca: &Path, user: &str, creds: Credentials<'_>) -> Result<()> {
+pub fn write(
+    path: &Path,
+    server: &str,
+    ca: &Path,
+    user: &str,
+    creds: Credentials<'_>,
+) -> Result<()> {
     let b64 = |p: &Path| -> Result<String> {
         let bytes = fs::read(p).with_context(|| format!("read {}", p.display()))?;
         Ok(base64::engine::general_purpose::STANDARD.encode(bytes))

@@ -14,7 +14,10 @@ pub struct Kubectl {
 
 impl Kubectl {
     pub fn new(kubeconfig: &Path) -> Result<Self> {
-        Ok(Kubectl { bin: crate::paths::tool("kubectl")?, kubeconfig: kubeconfig.to_path_buf() })
+        Ok(Kubectl {
+            bin: crate::paths::tool("kubectl")?,
+            kubeconfig: kubeconfig.to_path_buf(),
+        })
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -31,10 +34,16 @@ impl Kubectl {
     /// Runs `kubectl ARGS` with `stdin` as its input (e.g. `apply -f -`).
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
         let mut cmd = self.command(args);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("run kubectl {}", args.join(" ")))?;
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("run kubectl {}", args.join(" ")))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input.as_bytes())?;
         }
@@ -60,7 +69,8 @@ impl Kubectl {
         full.extend_from_slice(args);
         full.extend_from_slice(&["-o", "json"]);
         let out = self.run(&full)?;
-        serde_json::from_str(&out).with_context(|| format!("parse kubectl {} output", full.join(" ")))
+        serde_json::from_str(&out)
+            .with_context(|| format!("parse kubectl {} output", full.join(" ")))
     }
 
     /// The status of condition `kind` of node `name` ("True", "False", "Unknown"), with
@@ -71,11 +81,18 @@ impl Kubectl {
             Err(e) if format!("{e:#}").contains("NotFound") => return Ok(None),
             Err(e) => return Err(e),
         };
-        let conditions = node["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let conditions = node["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         Ok(conditions.iter().find(|c| c["type"] == kind).map(|c| {
             (
                 c["status"].as_str().unwrap_or("").to_string(),
-                format!("{}: {}", c["reason"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or("")),
+                format!(
+                    "{}: {}",
+                    c["reason"].as_str().unwrap_or(""),
+                    c["message"].as_str().unwrap_or("")
+                ),
             )
         }))
     }

@@ -128,10 +128,23 @@ impl HostSnapshot {
 }
 
 fn guard_rule() -> Vec<String> {
-    ["FORWARD", "-s", POD_RANGE, "!", "-d", POD_RANGE, "-m", "comment", "--comment", GUARD_COMMENT, "-j", "DROP"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "FORWARD",
+        "-s",
+        POD_RANGE,
+        "!",
+        "-d",
+        POD_RANGE,
+        "-m",
+        "comment",
+        "--comment",
+        GUARD_COMMENT,
+        "-j",
+        "DROP",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn blackhole_present() -> Result<bool> {
@@ -156,7 +169,9 @@ fn current_chains() -> Vec<String> {
 /// containerd keeps shim sockets in /run/containerd/s whatever its state directory;
 /// those whose shim was killed are removed (a connect that is refused means no shim).
 fn remove_dead_shim_sockets() {
-    let Ok(entries) = fs::read_dir("/run/containerd/s") else { return };
+    let Ok(entries) = fs::read_dir("/run/containerd/s") else {
+        return;
+    };
     for e in entries.flatten() {
         let path = e.path();
         if std::os::unix::net::UnixStream::connect(&path).is_err() {
@@ -178,7 +193,11 @@ pub struct NodeNetwork {
 
 /// Allocates a free /24 of the pod range for `node`, records it, creates its bridge and
 /// writes the conflist (bridge + host-local + portmap) into `conf_dir`.
-pub fn create_node_network(state: &mut BedState, node: &str, conf_dir: &Path) -> Result<NodeNetwork> {
+pub fn create_node_network(
+    state: &mut BedState,
+    node: &str,
+    conf_dir: &Path,
+) -> Result<NodeNetwork> {
     let _lock = HostLock::acquire()?;
     HostSnapshot::ensure_guard()?;
     let index = free_subnet_index()?;
@@ -197,7 +216,16 @@ pub fn create_node_network(state: &mut BedState, node: &str, conf_dir: &Path) ->
     if !host::link_exists(&net.bridge) {
         host::run("ip", &["link", "add", &net.bridge, "type", "bridge"])?;
     }
-    host::run("ip", &["addr", "replace", &format!("{}/24", net.gateway), "dev", &net.bridge])?;
+    host::run(
+        "ip",
+        &[
+            "addr",
+            "replace",
+            &format!("{}/24", net.gateway),
+            "dev",
+            &net.bridge,
+        ],
+    )?;
     host::run("ip", &["link", "set", &net.bridge, "up"])?;
 
     let ipam_dir = state.dir.join("cni").join(node).join("ipam");

@@ -38,7 +38,14 @@ pub fn tool(name: &str) -> Result<PathBuf> {
 
 /// A program installed from Debian's packages by scripts/setup.sh.
 pub fn system_tool(name: &str) -> Result<PathBuf> {
-    for dir in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+    for dir in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
         let path = Path::new(dir).join(name);
         if path.is_file() {
             return Ok(path);

@@ -24,7 +24,10 @@ pub struct CertFiles {
 
 impl CertFiles {
     fn at(dir: &Path, name: &str) -> Self {
-        CertFiles { cert: dir.join(format!("{name}.crt")), key: dir.join(format!("{name}.key")) }
+        CertFiles {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        }
     }
 }
 
@@ -50,12 +53,18 @@ pub const APISERVER_KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 impl Pki {
     /// Generates a fresh PKI in `dir`. `apiserver_ips` and `apiserver_names` become the
     /// serving certificate's subject alternative names.
-    pub fn generate(dir: &Path, apiserver_ips: &[IpAddr], apiserver_names: &[&str]) -> Result<Self> {
+    pub fn generate(
+        dir: &Path,
+        apiserver_ips: &[IpAddr],
+        apiserver_names: &[&str],
+    ) -> Result<Self> {
         fs::create_dir_all(dir)?;
         let ca = CertFiles::at(dir, "ca");
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name.push(DnType::CommonName, "gantry-e2e-ca");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "gantry-e2e-ca");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -67,24 +76,44 @@ impl Pki {
         write_pair(&ca, &ca_cert.pem(), &ca_key.serialize_pem())?;
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let mut sans: Vec<SanType> = apiserver_ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+        let mut sans: Vec<SanType> = apiserver_ips
+            .iter()
+            .map(|ip| SanType::IpAddress(*ip))
+            .collect();
         for name in apiserver_names {
             sans.push(SanType::DnsName((*name).try_into()?));
         }
         let apiserver = CertFiles::at(dir, "apiserver");
-        leaf(&apiserver, "kube-apiserver", None, sans, ExtendedKeyUsagePurpose::ServerAuth, &issuer)?;
+        leaf(
+            &apiserver,
+            "kube-apiserver",
+            None,
+            sans,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            &issuer,
+        )?;
 
         let client = |name: &str, cn: &str, org: Option<&str>| -> Result<CertFiles> {
             let files = CertFiles::at(dir, name);
-            leaf(&files, cn, org, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, &issuer)?;
+            leaf(
+                &files,
+                cn,
+                org,
+                Vec::new(),
+                ExtendedKeyUsagePurpose::ClientAuth,
+                &issuer,
+            )?;
             Ok(files)
         };
         let admin = client("admin", ADMIN_USER, Some("system:masters"))?;
         let controller_manager =
             client("controller-manager", "system:kube-controller-manager", None)?;
         let scheduler = client("scheduler", "system:kube-scheduler", None)?;
-        let apiserver_kubelet_client =
-            client("apiserver-kubelet-client", APISERVER_KUBELET_CLIENT_USER, None)?;
+        let apiserver_kubelet_client = client(
+            "apiserver-kubelet-client",
+            APISERVER_KUBELET_CLIENT_USER,
+            None,
+        )?;
 
         let sa_key = KeyPair::generate()?;
         let service_account_key = dir.join("sa.key");
@@ -124,13 +153,20 @@ fn leaf(
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, cn);
     if let Some(org) = org {
-        params.distinguished_name.push(DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
     }
     params.subject_alt_names = sans;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![usage];
     set_validity(&mut params, 365);
-    let cert = params.signed_by(&key, issuer).with_context(|| format!("sign certificate for {cn}"))?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .with_context(|| format!("sign certificate for {cn}"))?;
     write_pair(files, &cert.pem(), &key.serialize_pem())
 }
 

@@ -81,10 +81,14 @@ pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Recorded> {
     // The child is supervised through its pid from here on (possibly by another
     // process, such as `testbed down`), so the handle is not kept.
     drop(child);
-    let start_time = start_time_of(pid).with_context(|| {
-        format!("{name} exited at once: {}", log_tail(log, 20))
-    })?;
-    Ok(Recorded { name: name.to_string(), pid, start_time, log: log.to_path_buf() })
+    let start_time = start_time_of(pid)
+        .with_context(|| format!("{name} exited at once: {}", log_tail(log, 20)))?;
+    Ok(Recorded {
+        name: name.to_string(),
+        pid,
+        start_time,
+        log: log.to_path_buf(),
+    })
 }
 
 pub fn start_time_of(pid: i32) -> Option<u64> {
@@ -122,9 +126,15 @@ fn reap(pid: i32) {
 pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut found = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else { return found };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -141,8 +151,10 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
 
 /// SIGKILLs `pids` (taking each one's start time first) and waits until they are gone.
 pub fn kill_all(pids: &[i32]) {
-    let targets: Vec<(i32, u64)> =
-        pids.iter().filter_map(|&p| start_time_of(p).map(|t| (p, t))).collect();
+    let targets: Vec<(i32, u64)> = pids
+        .iter()
+        .filter_map(|&p| start_time_of(p).map(|t| (p, t)))
+        .collect();
     for (pid, _) in &targets {
         signal(*pid, libc::SIGKILL);
     }

@@ -83,21 +83,45 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<ReferenceNode> {
         .arg(dir.join("pki"))
         .arg("--root-dir")
         .arg(dir.join("kubelet"))
-        .args(["--hostname-override", name, "--node-ip", &net.gateway, "--v", "1"]);
-    let kubelet = process::spawn(&format!("kubelet-{name}"), cmd, &bed.dir().join("logs").join(format!("kubelet-{name}.log")))?;
+        .args([
+            "--hostname-override",
+            name,
+            "--node-ip",
+            &net.gateway,
+            "--v",
+            "1",
+        ]);
+    let kubelet = process::spawn(
+        &format!("kubelet-{name}"),
+        cmd,
+        &bed.dir().join("logs").join(format!("kubelet-{name}.log")),
+    )?;
     bed.state.processes.push(kubelet.clone());
     bed.state.save()?;
 
     let kubectl = bed.kubectl()?;
-    wait::until(&format!("node {name} to be Ready"), Duration::from_secs(180), || {
-        if !kubelet.is_alive() {
-            return Err(wait::fatal(format!("kubelet exited: {}", kubelet.log_tail(30))));
-        }
-        match kubectl.node_condition(name, "Ready")? {
-            Some((status, _)) if status == "True" => Ok(Some(())),
-            Some((status, why)) => bail!("Ready={status} ({why})"),
-            None => bail!("node {name} is not registered yet"),
-        }
-    })?;
-    Ok(ReferenceNode { name: name.to_string(), dir, kubelet, network: net, cgroup_root })
+    wait::until(
+        &format!("node {name} to be Ready"),
+        Duration::from_secs(180),
+        || {
+            if !kubelet.is_alive() {
+                return Err(wait::fatal(format!(
+                    "kubelet exited: {}",
+                    kubelet.log_tail(30)
+                )));
+            }
+            match kubectl.node_condition(name, "Ready")? {
+                Some((status, _)) if status == "True" => Ok(Some(())),
+                Some((status, why)) => bail!("Ready={status} ({why})"),
+                None => bail!("node {name} is not registered yet"),
+            }
+        },
+    )?;
+    Ok(ReferenceNode {
+        name: name.to_string(),
+        dir,
+        kubelet,
+        network: net,
+        cgroup_root,
+    })
 }

@@ -16,7 +16,13 @@ use crate::wait;
 
 /// The registries the mirror stands in for. Each image is stored under its original
 /// path without the registry host (registry.k8s.io/pause:3.9 is `pause:3.9`).
-pub const MIRRORED: &[&str] = &["registry.k8s.io", "k8s.gcr.io", "gcr.io", "public.ecr.aws", "docker.io"];
+pub const MIRRORED: &[&str] = &[
+    "registry.k8s.io",
+    "k8s.gcr.io",
+    "gcr.io",
+    "public.ecr.aws",
+    "docker.io",
+];
 
 pub fn start(state: &mut BedState) -> Result<String> {
     let storage = paths::registry_storage()?;
@@ -45,12 +51,20 @@ pub fn start(state: &mut BedState) -> Result<String> {
 /// Waits until `GET path` on plain-HTTP `addr` answers 200, failing early (with the
 /// daemon's log) if the daemon exits.
 pub fn wait_http_ok(p: &Recorded, addr: &str, path: &str, timeout: Duration) -> Result<()> {
-    wait::until(&format!("{} to answer GET {path} on {addr}", p.name), timeout, || {
-        if !p.is_alive() {
-            return Err(wait::fatal(format!("{} exited: {}", p.name, p.log_tail(30))));
-        }
-        Ok((http_status(addr, path)? == 200).then_some(()))
-    })
+    wait::until(
+        &format!("{} to answer GET {path} on {addr}", p.name),
+        timeout,
+        || {
+            if !p.is_alive() {
+                return Err(wait::fatal(format!(
+                    "{} exited: {}",
+                    p.name,
+                    p.log_tail(30)
+                )));
+            }
+            Ok((http_status(addr, path)? == 200).then_some(()))
+        },
+    )
 }
 
 /// The status code of a plain HTTP/1.0 GET to a loopback address.

@@ -46,7 +46,9 @@ impl HostLock {
 
 /// Directories of every bed on this machine, live or left over.
 pub fn all_beds() -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(BED_ROOT) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(BED_ROOT) else {
+        return Vec::new();
+    };
     let mut beds: Vec<PathBuf> = entries
         .flatten()
         .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
@@ -59,7 +61,10 @@ pub fn all_beds() -> Vec<PathBuf> {
 /// Tears down the bed in `dir` and, if it was the last one, the host-wide guard.
 pub fn teardown(dir: &Path) -> Result<()> {
     let state = BedState::load(dir).unwrap_or_else(|_| BedState {
-        name: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        name: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         dir: dir.to_path_buf(),
         ..Default::default()
     });
@@ -91,9 +96,13 @@ pub fn teardown(dir: &Path) -> Result<()> {
     }
     for net in &state.cni_networks {
         host::iptables_remove(Some(&format!("\"{net}\"")), &|_| false);
-        remove_matching("/var/lib/cni/results", |name| name.starts_with(&format!("{net}-")));
+        remove_matching("/var/lib/cni/results", |name| {
+            name.starts_with(&format!("{net}-"))
+        });
     }
-    remove_matching("/var/lib/cni/results", |name| sandboxes.iter().any(|id| name.contains(id.as_str())));
+    remove_matching("/var/lib/cni/results", |name| {
+        sandboxes.iter().any(|id| name.contains(id.as_str()))
+    });
     remove_matching("/var/log/containers", |name| {
         fs::read_link(Path::new("/var/log/containers").join(name))
             .map(|target| target.starts_with(dir))
@@ -101,7 +110,11 @@ pub fn teardown(dir: &Path) -> Result<()> {
     });
 
     if !problems.is_empty() {
-        bail!("teardown of bed {} left: {}", dir.display(), problems.join("; "));
+        bail!(
+            "teardown of bed {} left: {}",
+            dir.display(),
+            problems.join("; ")
+        );
     }
     if dir.exists() {
         // --one-file-system: never follow into a mount that survived (defence in depth;
@@ -182,9 +195,16 @@ pub fn leftovers(dir: &Path, state: &BedState) -> Vec<String> {
 fn cri_sandbox_ids(dir: &Path) -> Vec<String> {
     let mut ids = Vec::new();
     for part in ["root", "state"] {
-        let sandboxes = dir.join("containerd").join(part).join("io.containerd.grpc.v1.cri/sandboxes");
+        let sandboxes = dir
+            .join("containerd")
+            .join(part)
+            .join("io.containerd.grpc.v1.cri/sandboxes");
         if let Ok(entries) = fs::read_dir(sandboxes) {
-            ids.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            ids.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
     }
     ids.retain(|id| id.len() >= 32);
@@ -194,7 +214,9 @@ fn cri_sandbox_ids(dir: &Path) -> Vec<String> {
 }
 
 fn remove_matching(dir: &str, matches: impl Fn(&str) -> bool) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         if matches(&e.file_name().to_string_lossy()) {
             let _ = fs::remove_file(e.path());

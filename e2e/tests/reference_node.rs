@@ -10,7 +10,10 @@ use gantry_e2e::{paths, teardown, wait, Bed, BedOptions};
 
 #[test]
 fn reference_node_joins_and_runs_busybox_from_manifests() -> Result<()> {
-    ensure!(unsafe { libc::geteuid() } == 0, "the end-to-end suites run as root");
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the end-to-end suites run as root"
+    );
     let mut bed = Bed::start(&BedOptions::named("e2e-reference"))?;
     let node = bed.start_reference_node("reference")?;
     let kubectl = bed.kubectl()?;
@@ -20,48 +23,90 @@ fn reference_node_joins_and_runs_busybox_from_manifests() -> Result<()> {
     let nodes = kubectl.run(&["get", "nodes"])?;
     println!("{nodes}");
     ensure!(
-        nodes.lines().any(|l| l.split_whitespace().take(2).eq(["reference", "Ready"])),
+        nodes
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["reference", "Ready"])),
         "kubectl get nodes does not show the reference node Ready:\n{nodes}"
     );
     let csrs = kubectl.get_json(&["csr"])?;
     let approved_node_csr = csrs["items"].as_array().into_iter().flatten().any(|c| {
         c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
-            && c["status"]["conditions"].as_array().into_iter().flatten().any(|k| k["type"] == "Approved")
+            && c["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|k| k["type"] == "Approved")
     });
     ensure!(approved_node_csr, "no approved node client CSR: {csrs}");
 
     let manifest = paths::repo_root().join("manifests/demo/busybox.yaml");
     kubectl.run(&["apply", "-f", &manifest.to_string_lossy()])?;
-    wait::until("pod busybox to be Running", Duration::from_secs(120), || {
-        let pod = kubectl.get_json(&["pod", "busybox"])?;
-        let phase = pod["status"]["phase"].as_str().unwrap_or("").to_string();
-        Ok((phase == "Running").then_some(()).or_else(|| {
-            eprintln!("busybox phase {phase:?}: {}", pod["status"]["containerStatuses"]);
-            None
-        }))
-    })?;
+    wait::until(
+        "pod busybox to be Running",
+        Duration::from_secs(120),
+        || {
+            let pod = kubectl.get_json(&["pod", "busybox"])?;
+            let phase = pod["status"]["phase"].as_str().unwrap_or("").to_string();
+            Ok((phase == "Running").then_some(()).or_else(|| {
+                eprintln!(
+                    "busybox phase {phase:?}: {}",
+                    pod["status"]["containerStatuses"]
+                );
+                None
+            }))
+        },
+    )?;
     let pods = kubectl.run(&["get", "pod", "busybox", "-o", "wide"])?;
     println!("{pods}");
-    ensure!(pods.contains("Running") && pods.contains("reference"), "unexpected pod listing:\n{pods}");
+    ensure!(
+        pods.contains("Running") && pods.contains("reference"),
+        "unexpected pod listing:\n{pods}"
+    );
 
-    let logs = wait::until("kubectl logs busybox to show the greeting", Duration::from_secs(30), || {
-        let logs = kubectl.run(&["logs", "busybox"])?;
-        Ok(logs.contains("hello from busybox").then_some(logs))
-    })?;
+    let logs = wait::until(
+        "kubectl logs busybox to show the greeting",
+        Duration::from_secs(30),
+        || {
+            let logs = kubectl.run(&["logs", "busybox"])?;
+            Ok(logs.contains("hello from busybox").then_some(logs))
+        },
+    )?;
     println!("logs: {logs}");
 
-    let exec = kubectl.run(&["exec", "busybox", "--", "sh", "-c", "echo exec:$(hostname):$((6*7))"])?;
-    ensure!(exec.trim() == "exec:busybox:42", "kubectl exec printed {exec:?}");
+    let exec = kubectl.run(&[
+        "exec",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo exec:$(hostname):$((6*7))",
+    ])?;
+    ensure!(
+        exec.trim() == "exec:busybox:42",
+        "kubectl exec printed {exec:?}"
+    );
 
     // The pod's address comes from the node's CNI network, inside the pod range.
     let pod = kubectl.get_json(&["pod", "busybox"])?;
     let ip = pod["status"]["podIP"].as_str().unwrap_or("");
-    let prefix = node.network.gateway.rsplit_once('.').map(|(p, _)| format!("{p}.")).unwrap_or_default();
-    ensure!(ip.starts_with(&prefix), "pod IP {ip:?} is not in the node's subnet {}", node.network.subnet);
+    let prefix = node
+        .network
+        .gateway
+        .rsplit_once('.')
+        .map(|(p, _)| format!("{p}."))
+        .unwrap_or_default();
+    ensure!(
+        ip.starts_with(&prefix),
+        "pod IP {ip:?} is not in the node's subnet {}",
+        node.network.subnet
+    );
 
     kubectl.run(&["delete", "pod", "busybox", "--wait=true", "--timeout=90s"])?;
     let gone = kubectl.run(&["get", "pod", "busybox", "--ignore-not-found"])?;
-    ensure!(gone.trim().is_empty(), "pod busybox still listed after delete: {gone}");
+    ensure!(
+        gone.trim().is_empty(),
+        "pod busybox still listed after delete: {gone}"
+    );
 
     let dir = bed.dir().to_path_buf();
     let state = bed.state.clone();

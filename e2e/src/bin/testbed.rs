@@ -15,7 +15,10 @@ use gantry_e2e::state::BedState;
 use gantry_e2e::{paths, teardown, wait, Bed, BedOptions, BED_ROOT};
 
 #[derive(Parser)]
-#[command(name = "testbed", about = "Gantry's test bed: a local cluster on real components")]
+#[command(
+    name = "testbed",
+    about = "Gantry's test bed: a local cluster on real components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -72,7 +75,10 @@ fn main() -> Result<()> {
 fn up(name: &str, manifests: &[PathBuf], node: &str) -> Result<()> {
     let started = std::time::Instant::now();
     let mut bed = Bed::start(&BedOptions::named(name))?;
-    eprintln!("testbed: control plane, mirror and containerd up in {:.1?}", started.elapsed());
+    eprintln!(
+        "testbed: control plane, mirror and containerd up in {:.1?}",
+        started.elapsed()
+    );
     bed.start_reference_node(node)?;
     eprintln!("testbed: node {node} Ready after {:.1?}", started.elapsed());
     let kubectl = bed.kubectl()?;
@@ -80,29 +86,44 @@ fn up(name: &str, manifests: &[PathBuf], node: &str) -> Result<()> {
         print!("{}", kubectl.run(&["apply", "-f", &m.to_string_lossy()])?);
     }
     if !manifests.is_empty() {
-        wait::until("every pod of the applied manifests to run", Duration::from_secs(300), || {
-            let pods = kubectl.get_json(&["pods", "--all-namespaces"])?;
-            let items = pods["items"].as_array().cloned().unwrap_or_default();
-            let waiting: Vec<String> = items
-                .iter()
-                .filter(|p| p["status"]["phase"] != "Running" && p["status"]["phase"] != "Succeeded")
-                .map(|p| format!("{}={}", p["metadata"]["name"], p["status"]["phase"]))
-                .collect();
-            if waiting.is_empty() && !items.is_empty() {
-                Ok(Some(()))
-            } else {
-                anyhow::bail!("not running yet: {}", waiting.join(", "))
-            }
-        })?;
+        wait::until(
+            "every pod of the applied manifests to run",
+            Duration::from_secs(300),
+            || {
+                let pods = kubectl.get_json(&["pods", "--all-namespaces"])?;
+                let items = pods["items"].as_array().cloned().unwrap_or_default();
+                let waiting: Vec<String> = items
+                    .iter()
+                    .filter(|p| {
+                        p["status"]["phase"] != "Running" && p["status"]["phase"] != "Succeeded"
+                    })
+                    .map(|p| format!("{}={}", p["metadata"]["name"], p["status"]["phase"]))
+                    .collect();
+                if waiting.is_empty() && !items.is_empty() {
+                    Ok(Some(()))
+                } else {
+                    anyhow::bail!("not running yet: {}", waiting.join(", "))
+                }
+            },
+        )?;
         print!("{}", kubectl.run(&["get", "pods", "-o", "wide"])?);
     }
     let dir = bed.detach();
-    eprintln!("testbed: bed {name} is up ({:.1?}); to use it:", started.elapsed());
+    eprintln!(
+        "testbed: bed {name} is up ({:.1?}); to use it:",
+        started.elapsed()
+    );
     print_env(&dir);
     Ok(())
 }
 
 fn print_env(dir: &Path) {
-    println!("export KUBECONFIG={}", dir.join("admin.kubeconfig").display());
-    println!("export PATH={}:$PATH", paths::tools_dir().join("bin").display());
+    println!(
+        "export KUBECONFIG={}",
+        dir.join("admin.kubeconfig").display()
+    );
+    println!(
+        "export PATH={}:$PATH",
+        paths::tools_dir().join("bin").display()
+    );
 }
