@@ -112,12 +112,19 @@ pub fn signal(pid: i32, sig: i32) {
     }
 }
 
-/// Collects the exit status of our own dead children so they do not linger as zombies.
+/// Collects the exit status of a dead child of ours so it does not linger as a zombie.
+/// A multi-threaded leader shows as a zombie before its other threads are gone and
+/// cannot be reaped until then, so this retries for a moment. Not our child: no-op.
 fn reap(pid: i32) {
-    let mut status = 0;
-    // SAFETY: waitpid with WNOHANG on a pid that may not be our child just fails.
-    unsafe {
-        libc::waitpid(pid, &mut status, libc::WNOHANG);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on a pid that may not be our child just fails.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r != 0 || !is_zombie(pid) || Instant::now() >= deadline {
+            return;
+        }
+        sleep(Duration::from_millis(10));
     }
 }
 
