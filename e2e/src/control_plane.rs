@@ -13,13 +13,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::bed::free_port;
+use crate::http::wait_http_ok;
 use crate::kubeconfig::{self, Credentials};
 use crate::kubectl::Kubectl;
 use crate::network::{KUBERNETES_SERVICE_IP, SERVICE_RANGE};
 use crate::paths;
 use crate::pki::{self, Pki};
 use crate::process::{self, Recorded};
-use crate::registry::wait_http_ok;
 use crate::state::BedState;
 use crate::wait;
 

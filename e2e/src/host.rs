@@ -196,6 +196,7 @@ pub fn iptables_remove(needle: Option<&str>, chain_matches: &dyn Fn(&str) -> boo
                 .map(str::to_string)
                 .filter(|c| chain_matches(c))
                 .collect();
+            let mut chains = chains;
             for rule in dump.lines().filter(|l| l.starts_with("-A ")) {
                 let doomed_target = chains.iter().any(|c| {
                     rule.contains(&format!(" -j {c}")) || rule.contains(&format!(" -g {c}"))
@@ -203,6 +204,14 @@ pub fn iptables_remove(needle: Option<&str>, chain_matches: &dyn Fn(&str) -> boo
                 let tagged = needle.map(|n| rule.contains(n)).unwrap_or(false);
                 if doomed_target || tagged {
                     delete_rule(bin, table, rule);
+                }
+                // A tagged rule's private chain (the portmap plugin's CNI-DN-<hash>) goes
+                // with it.
+                if tagged {
+                    let target = rule.rsplit(" -j ").next().map(str::trim);
+                    if let Some(t) = target.filter(|t| t.starts_with("CNI-DN-")) {
+                        chains.push(t.to_string());
+                    }
                 }
             }
             for chain in &chains {

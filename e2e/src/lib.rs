@@ -16,6 +16,7 @@ pub mod bed;
 pub mod containerd;
 pub mod control_plane;
 pub mod host;
+pub mod http;
 pub mod kubeconfig;
 pub mod kubectl;
 pub mod network;

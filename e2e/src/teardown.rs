@@ -95,7 +95,7 @@ pub fn teardown(dir: &Path) -> Result<()> {
         host::delete_bridge(bridge);
     }
     for net in &state.cni_networks {
-        host::iptables_remove(Some(&format!("\"{net}\"")), &|_| false);
+        host::iptables_remove(Some(&portmap_tag(net)), &|_| false);
         remove_matching("/var/lib/cni/results", |name| {
             name.starts_with(&format!("{net}-"))
         });
@@ -181,7 +181,7 @@ pub fn leftovers(dir: &Path, state: &BedState) -> Vec<String> {
         for bin in ["iptables", "ip6tables"] {
             for table in host::IPTABLES_TABLES {
                 if let Ok(dump) = host::run(bin, &["-w", "-t", table, "-S"]) {
-                    for rule in dump.lines().filter(|l| l.contains(&format!("\"{net}\""))) {
+                    for rule in dump.lines().filter(|l| l.contains(&portmap_tag(net))) {
                         found.push(format!("{bin} -t {table} rule {rule}"));
                     }
                 }
@@ -189,6 +189,12 @@ pub fn leftovers(dir: &Path, state: &BedState) -> Vec<String> {
         }
     }
     found
+}
+
+/// How the portmap plugin's rules name CNI network `net` in `iptables -S` output: its
+/// comment says `dnat name: "NET" id: "..."`, printed with the quotes escaped.
+pub fn portmap_tag(net: &str) -> String {
+    format!("\\\"{net}\\\"")
 }
 
 /// IDs of the sandboxes containerd's CRI plugin made for the bed.
@@ -221,5 +227,17 @@ fn remove_matching(dir: &str, matches: impl Fn(&str) -> bool) {
         if matches(&e.file_name().to_string_lossy()) {
             let _ = fs::remove_file(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portmap_tag_matches_iptables_save_output() {
+        let line = r#"-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"gte-b-n\" id: \"8627\"" -m multiport --dports 18080 -j CNI-DN-c2a9"#;
+        assert!(line.contains(&portmap_tag("gte-b-n")));
+        assert!(!line.contains(&portmap_tag("gte-b")));
     }
 }

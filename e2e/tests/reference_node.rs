@@ -101,6 +101,34 @@ fn reference_node_joins_and_runs_busybox_from_manifests() -> Result<()> {
         node.network.subnet
     );
 
+    // A hostPort answers on the node's address (portmap DNAT rules, tagged with the
+    // node's CNI network name, which teardown must remove).
+    let hostport = paths::repo_root().join("manifests/examples/nginx-hostport.yaml");
+    kubectl.run(&["apply", "-f", &hostport.to_string_lossy()])?;
+    kubectl.run(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/nginx-hostport",
+        "--timeout=120s",
+    ])?;
+    let node_addr = format!("{}:18080", node.network.gateway);
+    let status = wait::until(
+        "nginx-hostport to answer on the node's hostPort",
+        Duration::from_secs(30),
+        || {
+            Ok(gantry_e2e::http::http_status(&node_addr, "/")
+                .ok()
+                .filter(|s| *s == 200))
+        },
+    )?;
+    ensure!(status == 200);
+    let nat = gantry_e2e::host::run("iptables", &["-w", "-t", "nat", "-S"])?;
+    ensure!(
+        nat.contains(&teardown::portmap_tag(&node.network.name)),
+        "no portmap rule tagged with network {} in:\n{nat}",
+        node.network.name
+    );
+
     kubectl.run(&["delete", "pod", "busybox", "--wait=true", "--timeout=90s"])?;
     let gone = kubectl.run(&["get", "pod", "busybox", "--ignore-not-found"])?;
     ensure!(
