@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::paths::{self, CNI_BIN_DIR};
-use crate::process::{self, Recorded};
+use crate::process::Recorded;
 use crate::registry::MIRRORED;
 use crate::state::BedState;
 use crate::wait;
@@ -55,9 +55,7 @@ pub fn start(state: &mut BedState, registry_addr: &str, cni_conf_dir: &Path) -> 
 
     let mut cmd = Command::new(paths::system_tool("containerd")?);
     cmd.arg("--config").arg(&config);
-    let p = process::spawn("containerd", cmd, &state.dir.join("logs/containerd.log"))?;
-    state.processes.push(p.clone());
-    state.save()?;
+    let p = state.spawn("containerd", cmd)?;
 
     let ctr = paths::system_tool("ctr")?;
     wait::until(

@@ -19,7 +19,6 @@ use crate::kubectl::Kubectl;
 use crate::network::{KUBERNETES_SERVICE_IP, SERVICE_RANGE};
 use crate::paths;
 use crate::pki::{self, Pki};
-use crate::process::{self, Recorded};
 use crate::state::BedState;
 use crate::wait;
 
@@ -76,7 +75,7 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         // A test cluster is thrown away with its bed: durability buys nothing here.
         .arg("--unsafe-no-fsync")
         .args(["--log-level", "warn"]);
-    let etcd = spawn(state, "etcd", cmd)?;
+    let etcd = state.spawn("etcd", cmd)?;
     wait_http_ok(&etcd, &etcd_addr, "/health", Duration::from_secs(60))?;
 
     // kube-apiserver
@@ -124,7 +123,7 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         .args(["--cert-dir", &p(&dir.join("apiserver"))])
         .arg("--profiling=false")
         .args(["--v", "1"]);
-    let apiserver = spawn(state, "kube-apiserver", cmd)?;
+    let apiserver = state.spawn("kube-apiserver", cmd)?;
     state.apiserver_url = Some(apiserver_url.clone());
     state.save()?;
 
@@ -207,7 +206,7 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         .args(["--service-cluster-ip-range", SERVICE_RANGE])
         .args(["--cluster-name", "gantry-e2e"])
         .args(["--v", "1"]);
-    let cm = spawn(state, "kube-controller-manager", cmd)?;
+    let cm = state.spawn("kube-controller-manager", cmd)?;
 
     let sched_kubeconfig = dir.join("scheduler.kubeconfig");
     kubeconfig::write(
@@ -233,7 +232,7 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         ])
         .arg("--leader-elect=false")
         .args(["--v", "1"]);
-    let scheduler = spawn(state, "kube-scheduler", cmd)?;
+    let scheduler = state.spawn("kube-scheduler", cmd)?;
 
     // The service-account controller creating `default` shows the controller-manager
     // works; pods cannot be admitted before that account exists anyway.
@@ -271,17 +270,6 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         admin_kubeconfig,
         bootstrap_kubeconfig,
     })
-}
-
-fn spawn(state: &mut BedState, name: &str, cmd: Command) -> Result<Recorded> {
-    let p = process::spawn(
-        name,
-        cmd,
-        &state.dir.join("logs").join(format!("{name}.log")),
-    )?;
-    state.processes.push(p.clone());
-    state.save()?;
-    Ok(p)
 }
 
 /// A bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}` from the kernel's random source.

@@ -14,7 +14,7 @@ use crate::bed::{free_port, Bed};
 use crate::host;
 use crate::network::{self, CLUSTER_DNS_IP};
 use crate::paths;
-use crate::process::{self, Recorded};
+use crate::process::Recorded;
 use crate::wait;
 
 #[derive(Clone, Debug)]
@@ -91,13 +91,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<ReferenceNode> {
             "--v",
             "1",
         ]);
-    let kubelet = process::spawn(
-        &format!("kubelet-{name}"),
-        cmd,
-        &bed.dir().join("logs").join(format!("kubelet-{name}.log")),
-    )?;
-    bed.state.processes.push(kubelet.clone());
-    bed.state.save()?;
+    let kubelet = bed.state.spawn(&format!("kubelet-{name}"), cmd)?;
 
     let kubectl = bed.kubectl()?;
     wait::until(

@@ -10,7 +10,6 @@ use anyhow::Result;
 use crate::bed::free_port;
 use crate::http::wait_http_ok;
 use crate::paths;
-use crate::process;
 use crate::state::BedState;
 
 /// The registries the mirror stands in for. Each image is stored under its original
@@ -39,8 +38,7 @@ pub fn start(state: &mut BedState) -> Result<String> {
     )?;
     let mut cmd = Command::new(paths::system_tool("docker-registry")?);
     cmd.arg("serve").arg(&config);
-    let p = process::spawn("registry", cmd, &state.dir.join("logs/registry.log"))?;
-    state.processes.push(p.clone());
+    let p = state.spawn("registry", cmd)?;
     state.registry_addr = Some(addr.clone());
     state.save()?;
     wait_http_ok(&p, &addr, "/v2/", Duration::from_secs(30))?;

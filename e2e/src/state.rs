@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::process::Recorded;
+use crate::process::{self, Recorded};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BedState {
@@ -37,6 +37,15 @@ impl BedState {
         let path = Self::path(dir);
         let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
         serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))
+    }
+
+    /// Starts daemon `name` with its log in `<bed>/logs/NAME.log` and records it.
+    pub fn spawn(&mut self, name: &str, cmd: std::process::Command) -> Result<Recorded> {
+        let log = self.dir.join("logs").join(format!("{name}.log"));
+        let p = process::spawn(name, cmd, &log)?;
+        self.processes.push(p.clone());
+        self.save()?;
+        Ok(p)
     }
 
     /// Writes the state atomically (temp file and rename), so a crash never leaves a
