@@ -5,4 +5,25 @@
 //! server, stats, container events and the persistence of its own metadata.
 //!
 //! It must not know about Kubernetes API objects: everything it learns arrives in CRI
-//! messages. The server itself is not written yet (issue: Gantry's CRI, part 2).
+//! messages.
+
+/// The CRI `runtime.v1` messages, clients and service traits, generated from the
+/// pinned k8s.io/cri-api (see build.rs).
+#[allow(clippy::all, missing_docs)]
+pub mod api {
+    tonic::include_proto!("runtime.v1");
+}
+
+pub mod config;
+pub mod containerd;
+pub mod content;
+pub mod error;
+pub mod grpc;
+pub mod hosts;
+pub mod image_pull;
+pub mod images;
+pub mod runtime;
+pub mod server;
+
+pub use config::CriConfig;
+pub use error::CriError;

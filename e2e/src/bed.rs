@@ -98,6 +98,11 @@ impl Bed {
         reference_node::start(self, name).with_context(|| format!("start reference node {name}"))
     }
 
+    /// Starts `gantry cri` on the bed's containerd, with its own CNI network.
+    pub fn start_gantry_cri(&mut self, name: &str) -> Result<crate::gantry_cri::GantryCri> {
+        crate::gantry_cri::start(self, name).with_context(|| format!("start gantry cri {name}"))
+    }
+
     /// Leaves the bed running after this value is dropped; `testbed down` ends it.
     pub fn detach(mut self) -> PathBuf {
         self.detached = true;

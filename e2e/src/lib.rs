@@ -15,6 +15,7 @@
 pub mod bed;
 pub mod containerd;
 pub mod control_plane;
+pub mod gantry_cri;
 pub mod host;
 pub mod http;
 pub mod kubeconfig;

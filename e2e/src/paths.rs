@@ -68,3 +68,22 @@ pub fn registry_storage() -> Result<PathBuf> {
 
 /// The CNI plugins from Debian's containernetworking-plugins.
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
+
+/// The `gantry` binary of this build: $GANTRY_BIN, else beside the running test or
+/// testbed executable in cargo's target directory (scripts/setup.sh builds it there).
+pub fn gantry_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("GANTRY_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("gantry");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no gantry binary next to {}: build it with `cargo build -p gantry` (scripts/setup.sh does) or set GANTRY_BIN",
+        exe.display()
+    )
+}

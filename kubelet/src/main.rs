@@ -1,8 +1,11 @@
-//! `gantry`: the node agent binary. `gantry node` will join a cluster as a kubelet with
-//! its CRI embedded; `gantry cri` will serve the CRI alone. Both are described here so
-//! that operators and scripts see the shape of the command line; neither runs yet.
+//! `gantry`: the node agent binary. `gantry cri` serves Gantry's CRI alone; `gantry
+//! node` will join a cluster as a kubelet with that CRI embedded (not available yet:
+//! it exits with an error saying so).
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use gantry_cri::CriConfig;
 
 #[derive(Parser)]
 #[command(
@@ -27,17 +30,103 @@ enum Command {
     Node,
     /// Serve only the CRI runtime.v1 RuntimeService and ImageService on a unix socket
     /// (default /run/gantry/cri.sock), backed by containerd, for crictl or another kubelet.
-    Cri,
+    Cri(CriArgs),
+}
+
+#[derive(Args)]
+struct CriArgs {
+    /// Unix socket to serve the CRI on.
+    #[arg(long, default_value = "/run/gantry/cri.sock")]
+    listen: PathBuf,
+    /// containerd's gRPC socket.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    containerd_address: PathBuf,
+    /// containerd namespace for Gantry's images, containers and snapshots.
+    #[arg(long, default_value = "gantry")]
+    containerd_namespace: String,
+    /// containerd's root directory (its snapshotter there is the image filesystem).
+    #[arg(long, default_value = "/var/lib/containerd")]
+    containerd_root: PathBuf,
+    /// Registry host configuration in containerd's hosts.toml layout (DIR/HOST/hosts.toml):
+    /// mirrors, plain-HTTP registries.
+    #[arg(long, default_value = "/etc/gantry/certs.d")]
+    registry_config_path: PathBuf,
+    /// CNI network configuration directory.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// CNI plugin directories (repeat the flag for several).
+    #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    cni_bin_dirs: Vec<PathBuf>,
+}
+
+impl CriArgs {
+    fn into_config(self) -> CriConfig {
+        CriConfig {
+            listen: self.listen,
+            containerd_address: self.containerd_address,
+            namespace: self.containerd_namespace,
+            containerd_root: self.containerd_root,
+            snapshotter: "overlayfs".to_string(),
+            registry_config_path: Some(self.registry_config_path),
+            cni_conf_dir: self.cni_conf_dir,
+            cni_bin_dirs: self.cni_bin_dirs,
+        }
+    }
 }
 
 fn main() {
     let cli = Cli::parse();
-    let name = match cli.command {
-        Command::Node => "node",
-        Command::Cri => "cri",
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.command {
+        Command::Node => {
+            eprintln!("gantry: `gantry node` is not available in this build yet");
+            2
+        }
+        Command::Cri(args) => run_cri(args.into_config()),
     };
-    // Keep the exit explicit rather than pretending to run: scripts must not mistake
-    // this build for a working agent.
-    eprintln!("gantry: `gantry {name}` is not available in this build yet");
-    std::process::exit(2);
+    std::process::exit(code);
+}
+
+fn run_cri(config: CriConfig) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gantry: start the async runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async {
+        match gantry_cri::server::serve(config, shutdown_signal()).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = %e, "CRI server failed");
+                1
+            }
+        }
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT: the server stops taking calls and finishes those in
+/// flight.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for SIGTERM/SIGINT; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
 }

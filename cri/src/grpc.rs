@@ -1,0 +1,273 @@
+//! The thin gRPC layer: maps the tonic-generated CRI traits onto the domain services
+//! and their errors onto gRPC status codes. RPCs not built yet answer Unimplemented,
+//! naming the RPC, which crictl and the kubelet report as such.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use base64::Engine;
+use futures::Stream;
+use oci_client::secrets::RegistryAuth;
+use tonic::{Request, Response, Status};
+
+use crate::api::{
+    self, image_service_server::ImageService, runtime_service_server::RuntimeService,
+};
+use crate::error::CriError;
+use crate::images::Images;
+use crate::runtime::Runtime;
+
+/// The CRI server: one value serves both services.
+#[derive(Clone)]
+pub struct CriServer {
+    pub runtime: Arc<Runtime>,
+    pub images: Arc<Images>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+macro_rules! not_yet {
+    ($($method:ident($req:ty) -> $resp:ty;)*) => {
+        $(
+            // Spelled out as #[tonic::async_trait] would expand it: the attribute does
+            // not see into macro output.
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                _request: Request<$req>,
+            ) -> Pin<Box<dyn std::future::Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move {
+                    Err(Status::unimplemented(concat!(
+                        "gantry: ", stringify!($method), " is not implemented yet"
+                    )))
+                })
+            }
+        )*
+    };
+}
+
+#[tonic::async_trait]
+impl RuntimeService for CriServer {
+    async fn version(
+        &self,
+        _r: Request<api::VersionRequest>,
+    ) -> Result<Response<api::VersionResponse>, Status> {
+        Ok(Response::new(self.runtime.version()))
+    }
+
+    async fn status(
+        &self,
+        r: Request<api::StatusRequest>,
+    ) -> Result<Response<api::StatusResponse>, Status> {
+        Ok(Response::new(
+            self.runtime.status(r.into_inner().verbose).await,
+        ))
+    }
+
+    async fn runtime_config(
+        &self,
+        _r: Request<api::RuntimeConfigRequest>,
+    ) -> Result<Response<api::RuntimeConfigResponse>, Status> {
+        Ok(Response::new(self.runtime.runtime_config()))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        r: Request<api::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<api::UpdateRuntimeConfigResponse>, Status> {
+        self.runtime.update_runtime_config(r.into_inner()).await;
+        Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
+    }
+
+    not_yet! {
+        run_pod_sandbox(api::RunPodSandboxRequest) -> api::RunPodSandboxResponse;
+        stop_pod_sandbox(api::StopPodSandboxRequest) -> api::StopPodSandboxResponse;
+        remove_pod_sandbox(api::RemovePodSandboxRequest) -> api::RemovePodSandboxResponse;
+        pod_sandbox_status(api::PodSandboxStatusRequest) -> api::PodSandboxStatusResponse;
+        list_pod_sandbox(api::ListPodSandboxRequest) -> api::ListPodSandboxResponse;
+        create_container(api::CreateContainerRequest) -> api::CreateContainerResponse;
+        start_container(api::StartContainerRequest) -> api::StartContainerResponse;
+        stop_container(api::StopContainerRequest) -> api::StopContainerResponse;
+        remove_container(api::RemoveContainerRequest) -> api::RemoveContainerResponse;
+        list_containers(api::ListContainersRequest) -> api::ListContainersResponse;
+        container_status(api::ContainerStatusRequest) -> api::ContainerStatusResponse;
+        update_container_resources(api::UpdateContainerResourcesRequest) -> api::UpdateContainerResourcesResponse;
+        reopen_container_log(api::ReopenContainerLogRequest) -> api::ReopenContainerLogResponse;
+        exec_sync(api::ExecSyncRequest) -> api::ExecSyncResponse;
+        exec(api::ExecRequest) -> api::ExecResponse;
+        attach(api::AttachRequest) -> api::AttachResponse;
+        port_forward(api::PortForwardRequest) -> api::PortForwardResponse;
+        container_stats(api::ContainerStatsRequest) -> api::ContainerStatsResponse;
+        list_container_stats(api::ListContainerStatsRequest) -> api::ListContainerStatsResponse;
+        pod_sandbox_stats(api::PodSandboxStatsRequest) -> api::PodSandboxStatsResponse;
+        list_pod_sandbox_stats(api::ListPodSandboxStatsRequest) -> api::ListPodSandboxStatsResponse;
+        checkpoint_container(api::CheckpointContainerRequest) -> api::CheckpointContainerResponse;
+        checkpoint_pod(api::CheckpointPodRequest) -> api::CheckpointPodResponse;
+        restore_pod(api::RestorePodRequest) -> api::RestorePodResponse;
+        list_metric_descriptors(api::ListMetricDescriptorsRequest) -> api::ListMetricDescriptorsResponse;
+        list_pod_sandbox_metrics(api::ListPodSandboxMetricsRequest) -> api::ListPodSandboxMetricsResponse;
+        update_pod_sandbox_resources(api::UpdatePodSandboxResourcesRequest) -> api::UpdatePodSandboxResourcesResponse;
+        stream_pod_sandboxes(api::StreamPodSandboxesRequest) -> Self::StreamPodSandboxesStream;
+        stream_containers(api::StreamContainersRequest) -> Self::StreamContainersStream;
+        stream_container_stats(api::StreamContainerStatsRequest) -> Self::StreamContainerStatsStream;
+        stream_pod_sandbox_stats(api::StreamPodSandboxStatsRequest) -> Self::StreamPodSandboxStatsStream;
+        stream_pod_sandbox_metrics(api::StreamPodSandboxMetricsRequest) -> Self::StreamPodSandboxMetricsStream;
+        get_container_events(api::GetEventsRequest) -> Self::GetContainerEventsStream;
+    }
+
+    type StreamPodSandboxesStream = BoxStream<api::StreamPodSandboxesResponse>;
+    type StreamContainersStream = BoxStream<api::StreamContainersResponse>;
+    type StreamContainerStatsStream = BoxStream<api::StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = BoxStream<api::StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxMetricsStream = BoxStream<api::StreamPodSandboxMetricsResponse>;
+    type GetContainerEventsStream = BoxStream<api::ContainerEventResponse>;
+}
+
+#[tonic::async_trait]
+impl ImageService for CriServer {
+    async fn list_images(
+        &self,
+        r: Request<api::ListImagesRequest>,
+    ) -> Result<Response<api::ListImagesResponse>, Status> {
+        let filter = r.into_inner().filter.and_then(|f| f.image);
+        let images = self.images.list(filter.as_ref()).await?;
+        Ok(Response::new(api::ListImagesResponse { images }))
+    }
+
+    async fn image_status(
+        &self,
+        r: Request<api::ImageStatusRequest>,
+    ) -> Result<Response<api::ImageStatusResponse>, Status> {
+        let r = r.into_inner();
+        let spec = required_image(r.image.as_ref())?;
+        let (image, info) = self.images.status(spec, r.verbose).await?;
+        Ok(Response::new(api::ImageStatusResponse { image, info }))
+    }
+
+    async fn pull_image(
+        &self,
+        r: Request<api::PullImageRequest>,
+    ) -> Result<Response<api::PullImageResponse>, Status> {
+        let r = r.into_inner();
+        let spec = required_image(r.image.as_ref())?;
+        let auth = registry_auth(r.auth.as_ref())?;
+        let image_ref = self.images.puller.pull(spec, auth).await?;
+        Ok(Response::new(api::PullImageResponse { image_ref }))
+    }
+
+    async fn remove_image(
+        &self,
+        r: Request<api::RemoveImageRequest>,
+    ) -> Result<Response<api::RemoveImageResponse>, Status> {
+        let r = r.into_inner();
+        let spec = required_image(r.image.as_ref())?;
+        self.images.remove(spec).await?;
+        Ok(Response::new(api::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _r: Request<api::ImageFsInfoRequest>,
+    ) -> Result<Response<api::ImageFsInfoResponse>, Status> {
+        let usage = self.images.fs_usage().await?;
+        // Images and containers' writable layers share the snapshotter's filesystem.
+        Ok(Response::new(api::ImageFsInfoResponse {
+            image_filesystems: vec![usage.clone()],
+            container_filesystems: vec![usage],
+        }))
+    }
+
+    type StreamImagesStream = BoxStream<api::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        _r: Request<api::StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        Err(Status::unimplemented(
+            "gantry: stream_images is not implemented yet",
+        ))
+    }
+}
+
+fn required_image(spec: Option<&api::ImageSpec>) -> Result<&str, Status> {
+    match spec.map(|s| s.image.as_str()) {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        _ => Err(CriError::InvalidArgument(
+            "image spec is required: the request names no image".to_string(),
+        )
+        .into()),
+    }
+}
+
+/// Registry credentials from the request (imagePullSecrets arrive this way): a user
+/// name and password, the same as base64 `user:password` in `auth`, or a token.
+pub fn registry_auth(auth: Option<&api::AuthConfig>) -> Result<RegistryAuth, Status> {
+    let Some(a) = auth else {
+        return Ok(RegistryAuth::Anonymous);
+    };
+    if !a.username.is_empty() || !a.password.is_empty() {
+        return Ok(RegistryAuth::Basic(a.username.clone(), a.password.clone()));
+    }
+    if !a.auth.is_empty() {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(a.auth.trim())
+            .map_err(|e| {
+                CriError::InvalidArgument(format!("auth config: `auth` is not base64: {e}"))
+            })?;
+        let text = String::from_utf8(decoded).map_err(|_| {
+            CriError::InvalidArgument("auth config: `auth` is not UTF-8".to_string())
+        })?;
+        let (user, pass) = text.split_once(':').ok_or_else(|| {
+            CriError::InvalidArgument("auth config: `auth` is not user:password".to_string())
+        })?;
+        return Ok(RegistryAuth::Basic(user.to_string(), pass.to_string()));
+    }
+    if !a.registry_token.is_empty() {
+        return Ok(RegistryAuth::Bearer(a.registry_token.clone()));
+    }
+    if !a.identity_token.is_empty() {
+        return Ok(RegistryAuth::Bearer(a.identity_token.clone()));
+    }
+    Ok(RegistryAuth::Anonymous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_field_decodes_to_basic_credentials() {
+        let a = api::AuthConfig {
+            auth: "dXNlcjpwYXNz".to_string(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(registry_auth(Some(&a)), Ok(RegistryAuth::Basic(u, p)) if u == "user" && p == "pass")
+        );
+        let bad = api::AuthConfig {
+            auth: "***".to_string(),
+            ..Default::default()
+        };
+        assert_eq!(
+            registry_auth(Some(&bad)).map(|_| ()).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert!(matches!(registry_auth(None), Ok(RegistryAuth::Anonymous)));
+    }
+
+    #[test]
+    fn missing_image_spec_is_invalid_argument() {
+        assert_eq!(
+            required_image(None).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let empty = api::ImageSpec::default();
+        assert_eq!(
+            required_image(Some(&empty)).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}

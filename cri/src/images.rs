@@ -1,0 +1,310 @@
+//! The ImageService over containerd's image records: list, status, remove and the
+//! image filesystem's usage. One CRI image (ID = config digest) may have several
+//! records: each tag and the repository digest it was pulled by.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use containerd_client::services::v1::{
+    snapshots::{ListSnapshotsRequest, UsageRequest},
+    DeleteImageRequest, Image as CtdImage, ListImagesRequest,
+};
+
+use crate::api;
+use crate::containerd::Containerd;
+use crate::content;
+use crate::error::{CriError, Result};
+use crate::image_pull::{
+    parse_reference, Puller, LABEL_CHAIN_ID, LABEL_IMAGE_ID, LABEL_SIZE, LABEL_USER,
+};
+
+pub struct Images {
+    ctd: Containerd,
+    pub puller: Arc<Puller>,
+    snapshotter: String,
+    snapshotter_root: std::path::PathBuf,
+}
+
+impl Images {
+    pub fn new(
+        ctd: Containerd,
+        puller: Arc<Puller>,
+        snapshotter: String,
+        containerd_root: &std::path::Path,
+    ) -> Self {
+        let snapshotter_root =
+            containerd_root.join(format!("io.containerd.snapshotter.v1.{snapshotter}"));
+        Images {
+            ctd,
+            puller,
+            snapshotter,
+            snapshotter_root,
+        }
+    }
+
+    /// containerd's image records of Gantry, grouped by image ID.
+    async fn records(&self) -> Result<BTreeMap<String, Vec<CtdImage>>> {
+        let images = self
+            .ctd
+            .images()
+            .list(self.ctd.req(ListImagesRequest { filters: vec![] }))
+            .await
+            .map_err(|s| CriError::containerd("list images", s))?
+            .into_inner()
+            .images;
+        let mut by_id: BTreeMap<String, Vec<CtdImage>> = BTreeMap::new();
+        for img in images {
+            if let Some(id) = img.labels.get(LABEL_IMAGE_ID).cloned() {
+                by_id.entry(id).or_default().push(img);
+            }
+        }
+        Ok(by_id)
+    }
+
+    pub async fn list(&self, filter: Option<&api::ImageSpec>) -> Result<Vec<api::Image>> {
+        let by_id = self.records().await?;
+        let wanted = match filter.map(|f| f.image.as_str()).filter(|s| !s.is_empty()) {
+            Some(spec) => match resolve(&by_id, spec) {
+                Some(id) => Some(id),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        Ok(by_id
+            .iter()
+            .filter(|(id, _)| wanted.as_deref().is_none_or(|w| w == id.as_str()))
+            .map(|(id, records)| to_cri_image(id, records))
+            .collect())
+    }
+
+    /// The image `spec` names (by ID, tag, digest or a short name), if present.
+    pub async fn status(
+        &self,
+        spec: &str,
+        verbose: bool,
+    ) -> Result<(Option<api::Image>, HashMap<String, String>)> {
+        let by_id = self.records().await?;
+        let Some(id) = resolve(&by_id, spec) else {
+            return Ok((None, HashMap::new()));
+        };
+        let records = &by_id[&id];
+        let image = to_cri_image(&id, records);
+        let mut info = HashMap::new();
+        if verbose {
+            let config = content::read_all(&self.ctd, &id).await?;
+            let config: serde_json::Value = serde_json::from_slice(&config)
+                .map_err(|e| CriError::Internal(format!("parse image config {id}: {e}")))?;
+            let chain = records[0]
+                .labels
+                .get(LABEL_CHAIN_ID)
+                .cloned()
+                .unwrap_or_default();
+            let v = serde_json::json!({ "chainID": chain, "imageSpec": config });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok((Some(image), info))
+    }
+
+    /// Removes every name of the image `spec` resolves to. Removing an image that is not
+    /// there succeeds, as the CRI asks.
+    pub async fn remove(&self, spec: &str) -> Result<()> {
+        let by_id = self.records().await?;
+        let Some(id) = resolve(&by_id, spec) else {
+            return Ok(());
+        };
+        let records = &by_id[&id];
+        for (i, rec) in records.iter().enumerate() {
+            // The last delete is synchronous: content and snapshots are gone on return.
+            let sync = i + 1 == records.len();
+            match self
+                .ctd
+                .images()
+                .delete(self.ctd.req(DeleteImageRequest {
+                    name: rec.name.clone(),
+                    sync,
+                    target: None,
+                }))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => {
+                    return Err(CriError::containerd(
+                        format!("remove image {}", rec.name),
+                        s,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes and inodes used by the snapshotter, summed over Gantry's snapshots.
+    pub async fn fs_usage(&self) -> Result<api::FilesystemUsage> {
+        let mut list = self
+            .ctd
+            .snapshots()
+            .list(self.ctd.req(ListSnapshotsRequest {
+                snapshotter: self.snapshotter.clone(),
+                filters: vec![],
+            }))
+            .await
+            .map_err(|s| CriError::containerd("list snapshots", s))?
+            .into_inner();
+        let mut names = Vec::new();
+        while let Some(page) = list
+            .message()
+            .await
+            .map_err(|s| CriError::containerd("list snapshots", s))?
+        {
+            names.extend(page.info.into_iter().map(|i| i.name));
+        }
+        let (mut bytes, mut inodes) = (0u64, 0u64);
+        for key in names {
+            if let Ok(u) = self
+                .ctd
+                .snapshots()
+                .usage(self.ctd.req(UsageRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    key,
+                }))
+                .await
+            {
+                let u = u.into_inner();
+                bytes += u.size.max(0) as u64;
+                inodes += u.inodes.max(0) as u64;
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        Ok(api::FilesystemUsage {
+            timestamp: now,
+            fs_id: Some(api::FilesystemIdentifier {
+                mountpoint: self.snapshotter_root.display().to_string(),
+            }),
+            used_bytes: Some(api::UInt64Value { value: bytes }),
+            inodes_used: Some(api::UInt64Value { value: inodes }),
+        })
+    }
+}
+
+/// The image ID `spec` refers to: an ID (`sha256:…` or its hex), a full or short
+/// name (normalized like docker: `busybox` is docker.io/library/busybox:latest), or a
+/// repository digest.
+fn resolve(by_id: &BTreeMap<String, Vec<CtdImage>>, spec: &str) -> Option<String> {
+    let as_id = if spec.starts_with("sha256:") {
+        spec.to_string()
+    } else {
+        format!("sha256:{spec}")
+    };
+    if by_id.contains_key(&as_id) {
+        return Some(as_id);
+    }
+    // A unique prefix of an ID, as crictl users type them.
+    if spec.len() >= 4 && spec.chars().all(|c| c.is_ascii_hexdigit()) {
+        let matches: Vec<&String> = by_id
+            .keys()
+            .filter(|id| id[7..].starts_with(spec))
+            .collect();
+        if matches.len() == 1 {
+            return Some(matches[0].clone());
+        }
+    }
+    let name = parse_reference(spec).ok().map(|r| r.whole())?;
+    by_id
+        .iter()
+        .find(|(_, recs)| recs.iter().any(|r| r.name == name))
+        .map(|(id, _)| id.clone())
+}
+
+fn to_cri_image(id: &str, records: &[CtdImage]) -> api::Image {
+    let labels = &records[0].labels;
+    let (mut repo_tags, mut repo_digests): (Vec<String>, Vec<String>) = records
+        .iter()
+        .map(|r| r.name.clone())
+        .partition(|n| !n.contains('@'));
+    repo_tags.sort();
+    repo_digests.sort();
+    let user = labels.get(LABEL_USER).cloned().unwrap_or_default();
+    let (uid, username) = split_user(&user);
+    api::Image {
+        id: id.to_string(),
+        repo_tags,
+        repo_digests,
+        size: labels
+            .get(LABEL_SIZE)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        uid: uid.map(|value| api::Int64Value { value }),
+        username,
+        spec: Some(api::ImageSpec {
+            image: id.to_string(),
+            ..Default::default()
+        }),
+        pinned: false,
+    }
+}
+
+/// The image config's User as the CRI reports it: a numeric user (before any `:group`)
+/// is a uid, anything else a user name; an empty User is uid 0 unset.
+fn split_user(user: &str) -> (Option<i64>, String) {
+    let name = user.split(':').next().unwrap_or("");
+    if name.is_empty() {
+        return (None, String::new());
+    }
+    match name.parse::<i64>() {
+        Ok(uid) => (Some(uid), String::new()),
+        Err(_) => (None, name.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, id: &str) -> CtdImage {
+        CtdImage {
+            name: name.to_string(),
+            labels: HashMap::from([(LABEL_IMAGE_ID.to_string(), id.to_string())]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn image_users_split_into_uid_or_name() {
+        assert_eq!(split_user("1002"), (Some(1002), String::new()));
+        assert_eq!(split_user("1003:1004"), (Some(1003), String::new()));
+        assert_eq!(split_user("www-data"), (None, "www-data".to_string()));
+        assert_eq!(split_user("www-data:1004"), (None, "www-data".to_string()));
+        assert_eq!(split_user(""), (None, String::new()));
+    }
+
+    #[test]
+    fn specs_resolve_by_id_prefix_short_name_and_digest() {
+        let id = format!("sha256:{}", "ab".repeat(32));
+        let mut by_id = BTreeMap::new();
+        by_id.insert(
+            id.clone(),
+            vec![
+                rec("docker.io/library/busybox:latest", &id),
+                rec("docker.io/library/busybox@sha256:00", &id),
+            ],
+        );
+        assert_eq!(resolve(&by_id, &id).as_deref(), Some(id.as_str()));
+        assert_eq!(
+            resolve(&by_id, &"ab".repeat(32)).as_deref(),
+            Some(id.as_str())
+        );
+        assert_eq!(resolve(&by_id, "abab").as_deref(), Some(id.as_str()));
+        assert_eq!(resolve(&by_id, "busybox").as_deref(), Some(id.as_str()));
+        assert_eq!(resolve(&by_id, "busybox:1.0"), None);
+        let img = to_cri_image(&id, &by_id[&id]);
+        assert_eq!(img.repo_tags, vec!["docker.io/library/busybox:latest"]);
+        assert_eq!(
+            img.repo_digests,
+            vec!["docker.io/library/busybox@sha256:00"]
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! Serving the CRI on a unix socket.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::api::{
+    image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer,
+};
+use crate::config::CriConfig;
+use crate::containerd::Containerd;
+use crate::error::{CriError, Result};
+use crate::grpc::CriServer;
+use crate::hosts::RegistryHosts;
+use crate::image_pull::Puller;
+use crate::images::Images;
+use crate::runtime::Runtime;
+
+/// Kubelets send large ListContainers answers back and forth; allow what they do.
+const MAX_MESSAGE: usize = 16 << 20;
+
+impl CriServer {
+    pub fn new(config: &CriConfig) -> Result<Self> {
+        let ctd = Containerd::connect_lazy(&config.containerd_address, &config.namespace)?;
+        let puller = Puller::new(
+            ctd.clone(),
+            RegistryHosts::new(config.registry_config_path.clone()),
+            config.snapshotter.clone(),
+        );
+        let images = Images::new(
+            ctd.clone(),
+            puller,
+            config.snapshotter.clone(),
+            &config.containerd_root,
+        );
+        Ok(CriServer {
+            runtime: Arc::new(Runtime::new(ctd, config.clone())),
+            images: Arc::new(images),
+        })
+    }
+}
+
+/// Serves the CRI on `config.listen` until `shutdown` completes. A stale socket file
+/// left by a crash is replaced; the socket is only for root (mode 0600), like
+/// containerd's.
+pub async fn serve(config: CriConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let server = CriServer::new(&config)?;
+    let path = &config.listen;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CriError::Internal(format!("create socket directory {}: {e}", dir.display()))
+        })?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(CriError::Internal(format!(
+                "remove stale socket {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| CriError::Internal(format!("listen on {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| CriError::Internal(format!("chmod {}: {e}", path.display())))?;
+    tracing::info!(socket = %path.display(), containerd = %config.containerd_address.display(), namespace = %config.namespace, "serving CRI");
+    let result = tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::new(server.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ImageServiceServer::new(server)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| CriError::Internal(format!("serve CRI on {}: {e}", path.display())));
+    let _ = std::fs::remove_file(path);
+    result
+}
