@@ -62,12 +62,7 @@ pub fn start(state: &mut BedState, registry_addr: &str, cni_conf_dir: &Path) -> 
         "containerd to answer on its socket",
         Duration::from_secs(30),
         || {
-            if !p.is_alive() {
-                return Err(wait::fatal(format!(
-                    "containerd exited: {}",
-                    p.log_tail(30)
-                )));
-            }
+            p.ensure_alive()?;
             let ok = Command::new(&ctr)
                 .arg("--address")
                 .arg(&socket)

@@ -143,12 +143,7 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         "kube-apiserver to be ready (/readyz)",
         Duration::from_secs(120),
         || {
-            if !apiserver.is_alive() {
-                return Err(wait::fatal(format!(
-                    "kube-apiserver exited: {}",
-                    apiserver.log_tail(30)
-                )));
-            }
+            apiserver.ensure_alive()?;
             Ok(kubectl
                 .run(&["get", "--raw", "/readyz"])
                 .ok()
@@ -240,12 +235,7 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         "the controller-manager to create ServiceAccount default/default",
         Duration::from_secs(120),
         || {
-            if !cm.is_alive() {
-                return Err(wait::fatal(format!(
-                    "kube-controller-manager exited: {}",
-                    cm.log_tail(30)
-                )));
-            }
+            cm.ensure_alive()?;
             Ok(kubectl
                 .run(&["get", "serviceaccount", "default", "-n", "default"])
                 .ok()
@@ -253,12 +243,7 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         },
     )?;
     wait::until("kube-scheduler to listen", Duration::from_secs(60), || {
-        if !scheduler.is_alive() {
-            return Err(wait::fatal(format!(
-                "kube-scheduler exited: {}",
-                scheduler.log_tail(30)
-            )));
-        }
+        scheduler.ensure_alive()?;
         Ok(TcpStream::connect(("127.0.0.1", sched_port))
             .ok()
             .map(|_| ()))

@@ -72,12 +72,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<GantryCri> {
         &format!("{name} to answer crictl version"),
         Duration::from_secs(30),
         || {
-            if !process.is_alive() {
-                return Err(wait::fatal(format!(
-                    "gantry cri exited: {}",
-                    process.log_tail(30)
-                )));
-            }
+            process.ensure_alive()?;
             let out = cri.crictl()?.arg("version").output()?;
             Ok(out.status.success().then_some(()))
         },

@@ -15,13 +15,7 @@ pub fn wait_http_ok(p: &Recorded, addr: &str, path: &str, timeout: Duration) -> 
         &format!("{} to answer GET {path} on {addr}", p.name),
         timeout,
         || {
-            if !p.is_alive() {
-                return Err(wait::fatal(format!(
-                    "{} exited: {}",
-                    p.name,
-                    p.log_tail(30)
-                )));
-            }
+            p.ensure_alive()?;
             Ok((http_status(addr, path)? == 200).then_some(()))
         },
     )

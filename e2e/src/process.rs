@@ -27,6 +27,19 @@ impl Recorded {
         start_time_of(self.pid) == Some(self.start_time) && !is_zombie(self.pid)
     }
 
+    /// Fails, ending any [`crate::wait::until`] at once, if the process has exited; the
+    /// error carries the end of its log.
+    pub fn ensure_alive(&self) -> anyhow::Result<()> {
+        if self.is_alive() {
+            return Ok(());
+        }
+        Err(crate::wait::fatal(format!(
+            "{} exited: {}",
+            self.name,
+            self.log_tail(30)
+        )))
+    }
+
     /// SIGTERM, then SIGKILL after `grace`; returns once the process is gone.
     pub fn stop(&self, grace: Duration) {
         if !self.is_alive() {

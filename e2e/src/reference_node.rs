@@ -98,12 +98,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<ReferenceNode> {
         &format!("node {name} to be Ready"),
         Duration::from_secs(180),
         || {
-            if !kubelet.is_alive() {
-                return Err(wait::fatal(format!(
-                    "kubelet exited: {}",
-                    kubelet.log_tail(30)
-                )));
-            }
+            kubelet.ensure_alive()?;
             match kubectl.node_condition(name, "Ready")? {
                 Some((status, _)) if status == "True" => Ok(Some(())),
                 Some((status, why)) => bail!("Ready={status} ({why})"),

@@ -159,7 +159,10 @@ mod tests {
         )
         .expect("valid");
         let bin = dir_with(&[("bridge", "")]);
-        assert_eq!(missing_plugins(&list, std::slice::from_ref(&bin)), vec!["nope"]);
+        assert_eq!(
+            missing_plugins(&list, std::slice::from_ref(&bin)),
+            vec!["nope"]
+        );
         let _ = fs::remove_dir_all(bin);
     }
 }
