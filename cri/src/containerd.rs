@@ -33,10 +33,6 @@ impl Containerd {
         })
     }
 
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
     /// A request in Gantry's namespace.
     pub fn req<T>(&self, msg: T) -> Request<T> {
         self.req_leased(msg, None)

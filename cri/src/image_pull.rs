@@ -271,15 +271,7 @@ impl Puller {
 
         let snapshot_label = format!("containerd.io/gc.ref.snapshot.{}", self.snapshotter);
         let config_labels = HashMap::from([(snapshot_label, chain_id.clone())]);
-        content::write(
-            ctd,
-            lease,
-            &config_desc.digest,
-            config_desc.size,
-            config_labels,
-            bytes_stream(config_bytes),
-        )
-        .await?;
+        write_bytes(ctd, lease, &config_desc.digest, config_bytes, config_labels).await?;
 
         let mut manifest_labels = HashMap::from([(
             "containerd.io/gc.ref.content.config".to_string(),
@@ -291,29 +283,13 @@ impl Puller {
                 l.digest.clone(),
             );
         }
-        content::write(
-            ctd,
-            lease,
-            manifest.1,
-            manifest.0.len() as i64,
-            manifest_labels,
-            bytes_stream(manifest.0.to_vec()),
-        )
-        .await?;
+        write_bytes(ctd, lease, manifest.1, manifest.0.to_vec(), manifest_labels).await?;
         if top.1 != manifest.1 {
             let index_labels = HashMap::from([(
                 "containerd.io/gc.ref.content.m.0".to_string(),
                 manifest.1.to_string(),
             )]);
-            content::write(
-                ctd,
-                lease,
-                top.1,
-                top.0.len() as i64,
-                index_labels,
-                bytes_stream(top.0.to_vec()),
-            )
-            .await?;
+            write_bytes(ctd, lease, top.1, top.0.to_vec(), index_labels).await?;
         }
 
         let image_id = config_desc.digest.clone();
@@ -446,24 +422,16 @@ impl Puller {
                     s,
                 )),
             };
-            if outcome.is_err()
-                || ctd
-                    .snapshots()
-                    .stat(ctd.req(StatSnapshotRequest {
-                        snapshotter: self.snapshotter.clone(),
-                        key: key.clone(),
-                    }))
-                    .await
-                    .is_ok()
-            {
-                let _ = ctd
-                    .snapshots()
-                    .remove(ctd.req(RemoveSnapshotRequest {
-                        snapshotter: self.snapshotter.clone(),
-                        key,
-                    }))
-                    .await;
-            }
+            // A successful commit consumed the active snapshot; after a failure, or a
+            // commit that lost a race, it is still there. Removing it is one call either
+            // way (NotFound when already gone).
+            let _ = ctd
+                .snapshots()
+                .remove(ctd.req(RemoveSnapshotRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    key,
+                }))
+                .await;
             outcome?;
             parent = chain;
         }
@@ -603,12 +571,18 @@ fn oci_desc(d: &Descriptor) -> oci_client::manifest::OciDescriptor {
     }
 }
 
-fn bytes_stream(
+/// Stores a small blob held in memory (a manifest, an index, an image config).
+async fn write_bytes(
+    ctd: &Containerd,
+    lease: &str,
+    digest: &str,
     data: Vec<u8>,
-) -> futures::stream::Iter<
-    std::vec::IntoIter<std::result::Result<bytes::Bytes, std::convert::Infallible>>,
-> {
-    futures::stream::iter(vec![Ok(bytes::Bytes::from(data))])
+    labels: HashMap<String, String>,
+) -> Result<()> {
+    let size = data.len() as i64;
+    let stream =
+        futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(data))]);
+    content::write(ctd, lease, digest, size, labels, stream).await
 }
 
 fn unique_suffix() -> String {

@@ -19,6 +19,8 @@ pub struct GantryCri {
     pub socket: PathBuf,
     pub process: Recorded,
     pub network: NodeNetwork,
+    /// The containerd namespace holding its images and containers.
+    pub namespace: String,
 }
 
 impl GantryCri {
@@ -46,6 +48,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<GantryCri> {
     let conf_dir = dir.join("net.d");
     let net = network::create_node_network(&mut bed.state, name, &conf_dir)?;
     let socket = dir.join("cri.sock");
+    let namespace = format!("gantry-{name}");
     let ctd = &bed.containerd;
     let mut cmd = Command::new(paths::gantry_bin()?);
     cmd.arg("cri")
@@ -56,7 +59,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<GantryCri> {
         .arg("--containerd-root")
         .arg(&ctd.root)
         .arg("--containerd-namespace")
-        .arg(format!("gantry-{name}"))
+        .arg(&namespace)
         .arg("--registry-config-path")
         .arg(&ctd.certs_dir)
         .arg("--cni-conf-dir")

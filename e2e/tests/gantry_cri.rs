@@ -80,6 +80,53 @@ fn crictl_image_commands_work_against_gantry_cri() -> Result<()> {
         "crictl images: {images}"
     );
 
+    // Concurrent pulls of one image (kubelets pull per pod) all succeed and give one
+    // image; every pull's lease is gone afterwards, so nothing pins content.
+    let pause = "registry.k8s.io/pause:3.9";
+    let pulls: Vec<_> = (0..4)
+        .map(|_| cri.crictl().map(|mut c| c.args(["pull", pause]).spawn()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for child in pulls {
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "concurrent pull failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listed = json(&cri, &["images", "-o", "json", pause])?;
+    ensure!(
+        listed["images"].as_array().map(Vec::len) == Some(1),
+        "one pause image: {listed}"
+    );
+    let ctr = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&bed.containerd.socket)
+            .args(["-n", &cri.namespace])
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "ctr {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    ensure!(
+        ctr(&["images", "ls", "-q"])?.contains(pause),
+        "containerd namespace {} holds the pulls",
+        cri.namespace
+    );
+    let leases = ctr(&["leases", "ls", "-q"])?;
+    ensure!(
+        leases.trim().is_empty(),
+        "pull leases left in containerd: {leases}"
+    );
+
     // One image, three tags: one ID; users from the image config.
     for tag in ["1", "2", "3"] {
         ok(
