@@ -70,6 +70,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<GantryCri> {
         socket,
         process: process.clone(),
         network: net,
+        namespace,
     };
     wait::until(
         &format!("{name} to answer crictl version"),
