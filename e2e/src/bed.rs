@@ -42,6 +42,12 @@ pub struct Bed {
 impl Bed {
     /// Starts a bed. If starting fails half-way, whatever was started is torn down.
     pub fn start(opts: &BedOptions) -> Result<Bed> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            anyhow::bail!(
+                "the test bed runs as root: it manages containerd, mounts, cgroups and network"
+            );
+        }
         let dir = Path::new(BED_ROOT).join(&opts.name);
         if dir.exists() {
             teardown::teardown(&dir)

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::kubeconfig::{self, Credentials};
 use crate::kubectl::Kubectl;
 use crate::network::{KUBERNETES_SERVICE_IP, SERVICE_RANGE};
 use crate::paths;
-use crate::pki::{self, Pki};
+use crate::pki::{self, CertFiles, Pki};
 use crate::state::BedState;
 use crate::wait;
 
@@ -128,15 +128,12 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
     state.save()?;
 
     let admin_kubeconfig = dir.join("admin.kubeconfig");
-    kubeconfig::write(
+    client_kubeconfig(
         &admin_kubeconfig,
         &apiserver_url,
         &pki.ca.cert,
         pki::ADMIN_USER,
-        Credentials::ClientCert {
-            cert: &pki.admin.cert,
-            key: &pki.admin.key,
-        },
+        &pki.admin,
     )?;
     let kubectl = Kubectl::new(&admin_kubeconfig)?;
     wait::until(
@@ -167,29 +164,16 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
 
     // kube-controller-manager and kube-scheduler
     let cm_kubeconfig = dir.join("controller-manager.kubeconfig");
-    kubeconfig::write(
+    client_kubeconfig(
         &cm_kubeconfig,
         &apiserver_url,
         &pki.ca.cert,
         "system:kube-controller-manager",
-        Credentials::ClientCert {
-            cert: &pki.controller_manager.cert,
-            key: &pki.controller_manager.key,
-        },
+        &pki.controller_manager,
     )?;
     let cm_port = free_port()?;
-    let mut cmd = Command::new(paths::tool("kube-controller-manager")?);
-    cmd.args(["--kubeconfig", &p(&cm_kubeconfig)])
-        .args(["--authentication-kubeconfig", &p(&cm_kubeconfig)])
-        .args(["--authorization-kubeconfig", &p(&cm_kubeconfig)])
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &cm_port.to_string(),
-        ])
-        .arg("--leader-elect=false")
-        .arg("--use-service-account-credentials=true")
+    let mut cmd = component("kube-controller-manager", &cm_kubeconfig, cm_port)?;
+    cmd.arg("--use-service-account-credentials=true")
         .args([
             "--service-account-private-key-file",
             &p(&pki.service_account_key),
@@ -204,29 +188,16 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
     let cm = state.spawn("kube-controller-manager", cmd)?;
 
     let sched_kubeconfig = dir.join("scheduler.kubeconfig");
-    kubeconfig::write(
+    client_kubeconfig(
         &sched_kubeconfig,
         &apiserver_url,
         &pki.ca.cert,
         "system:kube-scheduler",
-        Credentials::ClientCert {
-            cert: &pki.scheduler.cert,
-            key: &pki.scheduler.key,
-        },
+        &pki.scheduler,
     )?;
     let sched_port = free_port()?;
-    let mut cmd = Command::new(paths::tool("kube-scheduler")?);
-    cmd.args(["--kubeconfig", &p(&sched_kubeconfig)])
-        .args(["--authentication-kubeconfig", &p(&sched_kubeconfig)])
-        .args(["--authorization-kubeconfig", &p(&sched_kubeconfig)])
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &sched_port.to_string(),
-        ])
-        .arg("--leader-elect=false")
-        .args(["--v", "1"]);
+    let mut cmd = component("kube-scheduler", &sched_kubeconfig, sched_port)?;
+    cmd.args(["--v", "1"]);
     let scheduler = state.spawn("kube-scheduler", cmd)?;
 
     // The service-account controller creating `default` shows the controller-manager
@@ -255,6 +226,48 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         admin_kubeconfig,
         bootstrap_kubeconfig,
     })
+}
+
+/// A kubeconfig whose user authenticates with a client certificate of the bed's PKI.
+fn client_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca: &Path,
+    user: &str,
+    certs: &CertFiles,
+) -> Result<()> {
+    kubeconfig::write(
+        path,
+        server,
+        ca,
+        user,
+        Credentials::ClientCert {
+            cert: &certs.cert,
+            key: &certs.key,
+        },
+    )
+}
+
+/// kube-controller-manager or kube-scheduler: authenticated and authorized through
+/// `kubeconfig`, serving its health endpoints on 127.0.0.1:`port`, alone (no leader
+/// election).
+fn component(tool: &str, kubeconfig: &Path, port: u16) -> Result<Command> {
+    let mut cmd = Command::new(paths::tool(tool)?);
+    for flag in [
+        "--kubeconfig",
+        "--authentication-kubeconfig",
+        "--authorization-kubeconfig",
+    ] {
+        cmd.arg(flag).arg(kubeconfig);
+    }
+    cmd.args([
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        &port.to_string(),
+    ])
+    .arg("--leader-elect=false");
+    Ok(cmd)
 }
 
 /// A bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}` from the kernel's random source.

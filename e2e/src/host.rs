@@ -13,10 +13,15 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
         .args(args)
         .output()
         .with_context(|| format!("run {program}"))?;
+    stdout_of(&format!("{program} {}", args.join(" ")), out)
+}
+
+/// The stdout of a finished command, or an error naming `what` with its exit status
+/// and stderr.
+pub fn stdout_of(what: &str, out: std::process::Output) -> Result<String> {
     if !out.status.success() {
         bail!(
-            "{program} {} failed ({}): {}",
-            args.join(" "),
+            "{what} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );

@@ -10,10 +10,6 @@ use gantry_e2e::{paths, teardown, wait, Bed, BedOptions};
 
 #[test]
 fn reference_node_joins_and_runs_busybox_from_manifests() -> Result<()> {
-    ensure!(
-        unsafe { libc::geteuid() } == 0,
-        "the end-to-end suites run as root"
-    );
     let mut bed = Bed::start(&BedOptions::named("e2e-reference"))?;
     let node = bed.start_reference_node("reference")?;
     let kubectl = bed.kubectl()?;
@@ -112,7 +108,7 @@ fn reference_node_joins_and_runs_busybox_from_manifests() -> Result<()> {
         "--timeout=120s",
     ])?;
     let node_addr = format!("{}:18080", node.network.gateway);
-    let status = wait::until(
+    wait::until(
         "nginx-hostport to answer on the node's hostPort",
         Duration::from_secs(30),
         || {
@@ -121,7 +117,6 @@ fn reference_node_joins_and_runs_busybox_from_manifests() -> Result<()> {
                 .filter(|s| *s == 200))
         },
     )?;
-    ensure!(status == 200);
     let nat = gantry_e2e::host::run("iptables", &["-w", "-t", "nat", "-S"])?;
     ensure!(
         nat.contains(&teardown::portmap_tag(&node.network.name)),
