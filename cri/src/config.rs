@@ -1,5 +1,6 @@
 //! Settings of the CRI server, with the defaults a node uses.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Clone, Debug)]
@@ -21,6 +22,16 @@ pub struct CriConfig {
     pub cni_conf_dir: PathBuf,
     /// Directories searched for CNI plugin binaries.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// Volatile state, gone after a reboot: stdio FIFOs, namespace pins, /dev/shm mounts.
+    pub state_dir: PathBuf,
+    /// Persistent state: sandbox hostname/hosts/resolv.conf files, the CNI result cache.
+    pub root_dir: PathBuf,
+    /// runc's state directory (`--root`); None uses the shim's default.
+    pub runc_root: Option<PathBuf>,
+    /// Cgroup parent for containers whose sandbox names none (crictl without one).
+    pub default_cgroup_parent: String,
+    /// Where the exec/attach/port-forward streaming server listens (port 0: any free).
+    pub stream_address: SocketAddr,
 }
 
 impl Default for CriConfig {
@@ -34,6 +45,11 @@ impl Default for CriConfig {
             registry_config_path: Some(PathBuf::from("/etc/gantry/certs.d")),
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
             cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            state_dir: PathBuf::from("/run/gantry/cri"),
+            root_dir: PathBuf::from("/var/lib/gantry/cri"),
+            runc_root: None,
+            default_cgroup_parent: "/gantry".to_string(),
+            stream_address: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }

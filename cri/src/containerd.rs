@@ -1,17 +1,20 @@
 //! The connection to containerd: one channel, and requests stamped with Gantry's
 //! namespace (and, while a pull runs, its lease).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use containerd_client::services::v1::{
-    content_client::ContentClient, diff_client::DiffClient, images_client::ImagesClient,
+    containers_client::ContainersClient, content_client::ContentClient,
+    diff_client::DiffClient, events_client::EventsClient, images_client::ImagesClient,
     leases_client::LeasesClient, snapshots::snapshots_client::SnapshotsClient,
-    version_client::VersionClient,
+    tasks_client::TasksClient, version_client::VersionClient, CreateRequest, DeleteRequest,
 };
 use tonic::transport::Channel;
 use tonic::Request;
 
 use crate::error::{CriError, Result};
+use crate::image_pull::{expire_in, unique_suffix};
 
 #[derive(Clone)]
 pub struct Containerd {
@@ -68,6 +71,69 @@ impl Containerd {
     }
     pub fn leases(&self) -> LeasesClient<Channel> {
         LeasesClient::new(self.channel.clone())
+    }
+    pub fn containers(&self) -> ContainersClient<Channel> {
+        ContainersClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    }
+    pub fn tasks(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.channel.clone())
+    }
+    pub fn events(&self) -> EventsClient<Channel> {
+        EventsClient::new(self.channel.clone())
+    }
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// A lease named `prefix-…` that expires by itself after an hour, so work cut short
+    /// by a crash (a pull, a container being created) is collected by containerd.
+    pub async fn create_lease(&self, prefix: &str) -> Result<String> {
+        let id = format!("{prefix}-{}", unique_suffix());
+        let labels = HashMap::from([("containerd.io/gc.expire".to_string(), expire_in(3600))]);
+        self.leases()
+            .create(self.req(CreateRequest {
+                id: id.clone(),
+                labels,
+            }))
+            .await
+            .map_err(|s| CriError::containerd(format!("create lease {id}"), s))?;
+        Ok(id)
+    }
+
+    /// Deletes a lease; a failure is only logged, since the lease expires anyway.
+    pub async fn delete_lease(&self, id: &str) {
+        if let Err(s) = self
+            .leases()
+            .delete(self.req(DeleteRequest {
+                id: id.to_string(),
+                sync: false,
+            }))
+            .await
+        {
+            tracing::warn!(lease = id, error = %s.message(), "delete lease (it expires by itself)");
+        }
+    }
+}
+
+/// The runc shim's options (containerd's `containerd.runc.v1.Options`), which
+/// containerd-client does not generate: only the fields Gantry sets.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RuncOptions {
+    /// runc's state directory (`runc --root`).
+    #[prost(string, tag = "7")]
+    pub root: String,
+    #[prost(bool, tag = "9")]
+    pub systemd_cgroup: bool,
+}
+
+impl RuncOptions {
+    pub const TYPE_URL: &'static str = "containerd.runc.v1.Options";
+
+    pub fn to_any(&self) -> prost_types::Any {
+        prost_types::Any {
+            type_url: Self::TYPE_URL.to_string(),
+            value: prost::Message::encode_to_vec(self),
+        }
     }
 }
 

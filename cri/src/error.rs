@@ -15,6 +15,9 @@ pub enum CriError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// An exec ran past its timeout (probes report it as a timeout).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// containerd or a registry could not be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -52,6 +55,7 @@ impl From<CriError> for tonic::Status {
             CriError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
             CriError::Unimplemented(m) => tonic::Status::unimplemented(m),
             CriError::Unavailable(m) => tonic::Status::unavailable(m),
+            CriError::DeadlineExceeded(m) => tonic::Status::deadline_exceeded(m),
             CriError::Internal(m) => tonic::Status::internal(m),
         }
     }

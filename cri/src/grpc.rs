@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use base64::Engine;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use oci_client::secrets::RegistryAuth;
 use tonic::{Request, Response, Status};
 
@@ -14,6 +14,7 @@ use crate::api::{
     self, image_service_server::ImageService, runtime_service_server::RuntimeService,
 };
 use crate::error::CriError;
+use crate::engine::Engine;
 use crate::images::Images;
 use crate::runtime::Runtime;
 
@@ -22,6 +23,7 @@ use crate::runtime::Runtime;
 pub struct CriServer {
     pub runtime: Arc<Runtime>,
     pub images: Arc<Images>,
+    pub engine: Engine,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -82,21 +84,162 @@ impl RuntimeService for CriServer {
         Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
     }
 
+
+    async fn run_pod_sandbox(
+        &self,
+        r: Request<api::RunPodSandboxRequest>,
+    ) -> Result<Response<api::RunPodSandboxResponse>, Status> {
+        let r = r.into_inner();
+        let pod_sandbox_id = self
+            .engine
+            .run_pod_sandbox(r.config, &r.runtime_handler)
+            .await?;
+        Ok(Response::new(api::RunPodSandboxResponse { pod_sandbox_id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        r: Request<api::StopPodSandboxRequest>,
+    ) -> Result<Response<api::StopPodSandboxResponse>, Status> {
+        self.engine
+            .stop_pod_sandbox(&r.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(api::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        r: Request<api::RemovePodSandboxRequest>,
+    ) -> Result<Response<api::RemovePodSandboxResponse>, Status> {
+        self.engine
+            .remove_pod_sandbox(&r.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(api::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        r: Request<api::PodSandboxStatusRequest>,
+    ) -> Result<Response<api::PodSandboxStatusResponse>, Status> {
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.engine.pod_sandbox_status(&r.pod_sandbox_id, r.verbose)?,
+        ))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        r: Request<api::ListPodSandboxRequest>,
+    ) -> Result<Response<api::ListPodSandboxResponse>, Status> {
+        let items = self.engine.list_pod_sandbox(r.into_inner().filter);
+        Ok(Response::new(api::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(
+        &self,
+        r: Request<api::CreateContainerRequest>,
+    ) -> Result<Response<api::CreateContainerResponse>, Status> {
+        let r = r.into_inner();
+        let container_id = self
+            .engine
+            .create_container(&r.pod_sandbox_id, r.config, r.sandbox_config)
+            .await?;
+        Ok(Response::new(api::CreateContainerResponse { container_id }))
+    }
+
+    async fn start_container(
+        &self,
+        r: Request<api::StartContainerRequest>,
+    ) -> Result<Response<api::StartContainerResponse>, Status> {
+        self.engine
+            .start_container(&r.into_inner().container_id)
+            .await?;
+        Ok(Response::new(api::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        r: Request<api::StopContainerRequest>,
+    ) -> Result<Response<api::StopContainerResponse>, Status> {
+        let r = r.into_inner();
+        self.engine
+            .stop_container(&r.container_id, r.timeout)
+            .await?;
+        Ok(Response::new(api::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        r: Request<api::RemoveContainerRequest>,
+    ) -> Result<Response<api::RemoveContainerResponse>, Status> {
+        self.engine
+            .remove_container(&r.into_inner().container_id)
+            .await?;
+        Ok(Response::new(api::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        r: Request<api::ListContainersRequest>,
+    ) -> Result<Response<api::ListContainersResponse>, Status> {
+        let containers = self.engine.list_containers(r.into_inner().filter);
+        Ok(Response::new(api::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        r: Request<api::ContainerStatusRequest>,
+    ) -> Result<Response<api::ContainerStatusResponse>, Status> {
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.engine.container_status(&r.container_id, r.verbose)?,
+        ))
+    }
+
+    async fn update_container_resources(
+        &self,
+        r: Request<api::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<api::UpdateContainerResourcesResponse>, Status> {
+        let r = r.into_inner();
+        self.engine
+            .update_container_resources(&r.container_id, r.linux)
+            .await?;
+        Ok(Response::new(api::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        r: Request<api::ReopenContainerLogRequest>,
+    ) -> Result<Response<api::ReopenContainerLogResponse>, Status> {
+        self.engine
+            .reopen_container_log(&r.into_inner().container_id)
+            .await?;
+        Ok(Response::new(api::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        r: Request<api::ExecSyncRequest>,
+    ) -> Result<Response<api::ExecSyncResponse>, Status> {
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.engine
+                .exec_sync(&r.container_id, r.cmd, r.timeout)
+                .await?,
+        ))
+    }
+
+    async fn get_container_events(
+        &self,
+        _r: Request<api::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        let rx = self.engine.subscribe_events();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|e| async move { e.ok().map(Ok) });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     not_yet! {
-        run_pod_sandbox(api::RunPodSandboxRequest) -> api::RunPodSandboxResponse;
-        stop_pod_sandbox(api::StopPodSandboxRequest) -> api::StopPodSandboxResponse;
-        remove_pod_sandbox(api::RemovePodSandboxRequest) -> api::RemovePodSandboxResponse;
-        pod_sandbox_status(api::PodSandboxStatusRequest) -> api::PodSandboxStatusResponse;
-        list_pod_sandbox(api::ListPodSandboxRequest) -> api::ListPodSandboxResponse;
-        create_container(api::CreateContainerRequest) -> api::CreateContainerResponse;
-        start_container(api::StartContainerRequest) -> api::StartContainerResponse;
-        stop_container(api::StopContainerRequest) -> api::StopContainerResponse;
-        remove_container(api::RemoveContainerRequest) -> api::RemoveContainerResponse;
-        list_containers(api::ListContainersRequest) -> api::ListContainersResponse;
-        container_status(api::ContainerStatusRequest) -> api::ContainerStatusResponse;
-        update_container_resources(api::UpdateContainerResourcesRequest) -> api::UpdateContainerResourcesResponse;
-        reopen_container_log(api::ReopenContainerLogRequest) -> api::ReopenContainerLogResponse;
-        exec_sync(api::ExecSyncRequest) -> api::ExecSyncResponse;
         exec(api::ExecRequest) -> api::ExecResponse;
         attach(api::AttachRequest) -> api::AttachResponse;
         port_forward(api::PortForwardRequest) -> api::PortForwardResponse;
@@ -115,7 +258,6 @@ impl RuntimeService for CriServer {
         stream_container_stats(api::StreamContainerStatsRequest) -> Self::StreamContainerStatsStream;
         stream_pod_sandbox_stats(api::StreamPodSandboxStatsRequest) -> Self::StreamPodSandboxStatsStream;
         stream_pod_sandbox_metrics(api::StreamPodSandboxMetricsRequest) -> Self::StreamPodSandboxMetricsStream;
-        get_container_events(api::GetEventsRequest) -> Self::GetContainerEventsStream;
     }
 
     type StreamPodSandboxesStream = BoxStream<api::StreamPodSandboxesResponse>;

@@ -13,7 +13,7 @@ use containerd_client::services::v1::{
     snapshots::{
         CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
     },
-    ApplyRequest, CreateImageRequest, CreateRequest, DeleteRequest, Image, UpdateImageRequest,
+    ApplyRequest, CreateImageRequest, Image, UpdateImageRequest,
 };
 use containerd_client::types::Descriptor;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -195,7 +195,7 @@ impl Puller {
             .map(|a| a.iter().filter_map(descriptor).collect())
             .unwrap_or_default();
 
-        let lease = self.create_lease().await?;
+        let lease = self.ctd.create_lease("gantry-pull").await?;
         let result = self
             .store(
                 &client,
@@ -208,7 +208,7 @@ impl Puller {
                 reference,
             )
             .await;
-        self.delete_lease(&lease).await;
+        self.ctd.delete_lease(&lease).await;
         result
     }
 
@@ -463,35 +463,6 @@ impl Puller {
             Err(s) => Err(CriError::containerd(format!("create image {name}"), s)),
         }
     }
-
-    async fn create_lease(&self) -> Result<String> {
-        let ctd = &self.ctd;
-        let id = format!("gantry-pull-{}", unique_suffix());
-        // Expires on its own if Gantry dies mid-pull.
-        let labels = HashMap::from([("containerd.io/gc.expire".to_string(), expire_in(3600))]);
-        ctd.leases()
-            .create(ctd.req(CreateRequest {
-                id: id.clone(),
-                labels,
-            }))
-            .await
-            .map_err(|s| CriError::containerd("create a lease for the pull", s))?;
-        Ok(id)
-    }
-
-    async fn delete_lease(&self, id: &str) {
-        let ctd = &self.ctd;
-        if let Err(s) = ctd
-            .leases()
-            .delete(ctd.req(DeleteRequest {
-                id: id.to_string(),
-                sync: false,
-            }))
-            .await
-        {
-            tracing::warn!(lease = id, error = %s.message(), "delete pull lease (it expires by itself)");
-        }
-    }
 }
 
 fn auth_key(auth: &RegistryAuth) -> String {
@@ -585,7 +556,7 @@ async fn write_bytes(
     content::write(ctd, lease, digest, size, labels, stream).await
 }
 
-fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -594,7 +565,7 @@ fn unique_suffix() -> String {
 }
 
 /// An RFC 3339 time `secs` from now, as containerd's gc.expire label wants.
-fn expire_in(secs: u64) -> String {
+pub(crate) fn expire_in(secs: u64) -> String {
     let t = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)

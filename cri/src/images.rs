@@ -18,6 +18,17 @@ use crate::image_pull::{
     parse_reference, Puller, LABEL_CHAIN_ID, LABEL_IMAGE_ID, LABEL_SIZE, LABEL_USER,
 };
 
+/// An image present in containerd, as CreateContainer needs it.
+#[derive(Clone, Debug)]
+pub struct LocalImage {
+    pub id: String,
+    /// The snapshot its layers unpacked to: the parent of a container's rootfs.
+    pub chain_id: String,
+    /// The OCI image config (entrypoint, cmd, env, user, working dir, stop signal).
+    pub config: serde_json::Value,
+    pub repo_digest: String,
+}
+
 pub struct Images {
     ctd: Containerd,
     pub puller: Arc<Puller>,
@@ -103,6 +114,32 @@ impl Images {
             info.insert("info".to_string(), v.to_string());
         }
         Ok((Some(image), info))
+    }
+
+    /// The local image a container is created from: NotFound when it was not pulled.
+    pub async fn for_container(&self, spec: &str) -> Result<LocalImage> {
+        let by_id = self.records().await?;
+        let Some(id) = resolve(&by_id, spec) else {
+            return Err(CriError::NotFound(format!(
+                "image {spec:?} not found: pull it first"
+            )));
+        };
+        let records = &by_id[&id];
+        let chain_id = records[0]
+            .labels
+            .get(LABEL_CHAIN_ID)
+            .cloned()
+            .unwrap_or_default();
+        let config = content::read_all(&self.ctd, &id).await?;
+        let config: serde_json::Value = serde_json::from_slice(&config)
+            .map_err(|e| CriError::Internal(format!("parse image config {id}: {e}")))?;
+        let image = to_cri_image(&id, records);
+        Ok(LocalImage {
+            id,
+            chain_id,
+            config,
+            repo_digest: image.repo_digests.first().cloned().unwrap_or_default(),
+        })
     }
 
     /// Removes every name of the image `spec` resolves to. Removing an image that is not

@@ -15,15 +15,21 @@ pub mod api {
 }
 
 pub mod config;
+pub mod container;
 pub mod containerd;
 pub mod content;
+pub mod engine;
 pub mod error;
+pub mod exec;
 pub mod grpc;
 pub mod hosts;
 pub mod image_pull;
 pub mod images;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
+pub mod store;
+pub mod task_io;
 
 pub use config::CriConfig;
 pub use error::CriError;

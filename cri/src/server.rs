@@ -12,6 +12,7 @@ use crate::api::{
 };
 use crate::config::CriConfig;
 use crate::containerd::Containerd;
+use crate::engine::Engine;
 use crate::error::{CriError, Result};
 use crate::grpc::CriServer;
 use crate::hosts::RegistryHosts;
@@ -30,15 +31,16 @@ impl CriServer {
             RegistryHosts::new(config.registry_config_path.clone()),
             config.snapshotter.clone(),
         );
-        let images = Images::new(
+        let images = Arc::new(Images::new(
             ctd.clone(),
             puller,
             config.snapshotter.clone(),
             &config.containerd_root,
-        );
+        ));
         Ok(CriServer {
-            runtime: Arc::new(Runtime::new(ctd, config.clone())),
-            images: Arc::new(images),
+            runtime: Arc::new(Runtime::new(ctd.clone(), config.clone())),
+            engine: Engine::new(ctd, config.clone(), images.clone()),
+            images,
         })
     }
 }
@@ -48,6 +50,10 @@ impl CriServer {
 /// containerd's.
 pub async fn serve(config: CriConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let server = CriServer::new(&config)?;
+    // Settle what a previous run left before taking calls. containerd may be down:
+    // then the CRI still serves (Status says why) and recovery waits for it.
+    recover_when_containerd_answers(server.engine.clone()).await;
+    server.engine.spawn_event_monitor();
     let path = &config.listen;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -85,4 +91,22 @@ pub async fn serve(config: CriConfig, shutdown: impl Future<Output = ()> + Send)
         .map_err(|e| CriError::Internal(format!("serve CRI on {}: {e}", path.display())));
     let _ = std::fs::remove_file(path);
     result
+}
+
+/// Runs `Engine::recover`, retrying while containerd does not answer (up to a minute;
+/// after that the CRI serves anyway and calls fail with containerd's error).
+async fn recover_when_containerd_answers(engine: Engine) {
+    for attempt in 0..30 {
+        match engine.recover().await {
+            Ok(()) => return,
+            Err(CriError::Unavailable(m)) if attempt < 29 => {
+                tracing::info!("waiting for containerd before recovery: {m}");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "recovery of sandboxes and containers failed");
+                return;
+            }
+        }
+    }
 }

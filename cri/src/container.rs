@@ -1,0 +1,833 @@
+//! Containers: a containerd container (record + rootfs snapshot) with an OCI spec built
+//! from the CRI config, and a containerd task while it runs. Exits are recorded by a
+//! waiter per task; the record's state is the truth after a restart.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_client::services::v1::snapshots::{
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    CreateTaskRequest, DeleteTaskRequest, KillRequest, StartRequest, UpdateTaskRequest,
+    WaitRequest,
+};
+use containerd_client::types::Mount;
+use prost::Message;
+
+use crate::api;
+use crate::engine::Engine;
+use crate::error::{CriError, Result};
+use crate::sandbox::short;
+use crate::store::{self, Container, ContainerPhase, ContainerState};
+use crate::task_io::{self, ContainerIo, FifoSet};
+
+/// How long an exit waits for the output copy to finish before it is recorded.
+const IO_DRAIN: Duration = Duration::from_secs(5);
+
+impl Engine {
+    pub fn container_state_dir(&self, id: &str) -> PathBuf {
+        store::object_dir(&self.config.state_dir, "containers", id)
+    }
+
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: Option<api::ContainerConfig>,
+        sandbox_config: Option<api::PodSandboxConfig>,
+    ) -> Result<String> {
+        let config = config.ok_or_else(|| {
+            CriError::InvalidArgument("CreateContainer: the container config is required".into())
+        })?;
+        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        if name.is_empty() {
+            return Err(CriError::InvalidArgument(
+                "CreateContainer: the container metadata needs a name".into(),
+            ));
+        }
+        let image_spec = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        if image_spec.is_empty() {
+            return Err(CriError::InvalidArgument(format!(
+                "CreateContainer {name}: no image given"
+            )));
+        }
+        let sb = self.store.sandbox(sandbox_id)?;
+        if !sb.ready() {
+            return Err(CriError::FailedPrecondition(format!(
+                "CreateContainer {name}: pod sandbox {} is not ready",
+                sb.id
+            )));
+        }
+        // The kubelet resends the sandbox config; the stored one is authoritative.
+        let sandbox_config = if sb.config.metadata.is_some() {
+            sb.config.clone()
+        } else {
+            sandbox_config.unwrap_or_default()
+        };
+        let image = self.images.for_container(&image_spec).await?;
+        let id = store::new_id();
+        let mut c = Container {
+            id: id.clone(),
+            sandbox_id: sb.id.clone(),
+            config,
+            state: ContainerState {
+                phase: ContainerPhase::Created,
+                created_at: store::now_ns(),
+                started_at: 0,
+                finished_at: 0,
+                exit_code: 0,
+                reason: String::new(),
+                message: String::new(),
+                pid: 0,
+                image_name: image_spec.clone(),
+                image_id: image.id.clone(),
+                image_ref: if image.repo_digest.is_empty() {
+                    image.id.clone()
+                } else {
+                    image.repo_digest.clone()
+                },
+                log_path: String::new(),
+                cgroups_path: String::new(),
+                stop_signal: image.config["config"]["StopSignal"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                resources: None,
+            },
+        };
+        if !sandbox_config.log_directory.is_empty() && !c.config.log_path.is_empty() {
+            c.state.log_path = Path::new(&sandbox_config.log_directory)
+                .join(&c.config.log_path)
+                .display()
+                .to_string();
+        }
+        let parent = sandbox_config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| self.config.default_cgroup_parent.clone());
+        c.state.cgroups_path = format!("{}/{}", parent.trim_end_matches('/'), id);
+
+        let unique = store::container_name(&c);
+        self.store.reserve_name(&unique, &id)?;
+        let _guard = self.store.lock(&id).await;
+        let lease = match self.ctd.create_lease("gantry-create").await {
+            Ok(l) => l,
+            Err(e) => {
+                self.store.release_name(&unique, &id);
+                return Err(e);
+            }
+        };
+        let result = self
+            .create_container_record(&c, &sb, &sandbox_config, &image, &unique, &lease)
+            .await;
+        self.ctd.delete_lease(&lease).await;
+        if let Err(e) = result {
+            self.remove_snapshot(&id).await;
+            self.store.release_name(&unique, &id);
+            return Err(e);
+        }
+        tracing::info!(container = %name, id = %short(&id), sandbox = %short(&sb.id), "container created");
+        self.emit(&c, api::ContainerEventType::ContainerCreatedEvent);
+        Ok(id)
+    }
+
+    async fn create_container_record(
+        &self,
+        c: &Container,
+        sb: &store::Sandbox,
+        sandbox_config: &api::PodSandboxConfig,
+        image: &crate::images::LocalImage,
+        unique: &str,
+        lease: &str,
+    ) -> Result<()> {
+        let mounts = self
+            .ctd
+            .snapshots()
+            .prepare(self.ctd.req_leased(
+                PrepareSnapshotRequest {
+                    snapshotter: self.config.snapshotter.clone(),
+                    key: c.id.clone(),
+                    parent: image.chain_id.clone(),
+                    labels: HashMap::new(),
+                },
+                Some(lease),
+            ))
+            .await
+            .map_err(|s| {
+                CriError::containerd(format!("prepare the rootfs of container {}", c.id), s)
+            })?
+            .into_inner()
+            .mounts;
+        let passwd = read_image_file(&mounts, "etc/passwd");
+        let group = read_image_file(&mounts, "etc/group");
+        let spec = self.container_spec(c, sb, sandbox_config, image, passwd, group)?;
+        self.store
+            .create_container(
+                c,
+                unique,
+                spec,
+                &self.config.snapshotter,
+                self.runc_options(),
+                lease,
+            )
+            .await
+    }
+
+    pub fn runc_options(&self) -> Option<prost_types::Any> {
+        self.config.runc_root.as_ref().map(|root| {
+            crate::containerd::RuncOptions {
+                root: root.display().to_string(),
+                systemd_cgroup: false,
+            }
+            .to_any()
+        })
+    }
+
+    async fn remove_snapshot(&self, id: &str) {
+        match self
+            .ctd
+            .snapshots()
+            .remove(self.ctd.req(RemoveSnapshotRequest {
+                snapshotter: self.config.snapshotter.clone(),
+                key: id.to_string(),
+            }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => tracing::warn!(id, error = %s.message(), "remove the rootfs snapshot"),
+        }
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let id = self.store.resolve(store::Kind::Container, id)?;
+        let _guard = self.store.lock(&id).await;
+        let c = self.store.container(&id)?;
+        if c.state.phase != ContainerPhase::Created {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {id} is {:?}, not created: it cannot be started",
+                c.state.phase
+            )));
+        }
+        let sb = self.store.sandbox(&c.sandbox_id)?;
+        if !sb.ready() {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {id}: its pod sandbox {} is not ready",
+                sb.id
+            )));
+        }
+        match self.start_task(&c).await {
+            Ok(pid) => {
+                let mut state = c.state.clone();
+                state.phase = ContainerPhase::Running;
+                state.started_at = store::now_ns();
+                state.pid = pid;
+                let c = self.store.update_container(&id, state).await?;
+                self.spawn_waiter(&id);
+                tracing::info!(id = %short(&id), pid, "container started");
+                self.emit(&c, api::ContainerEventType::ContainerStartedEvent);
+                Ok(())
+            }
+            Err(e) => {
+                // As containerd's CRI: a container that failed to start is exited with
+                // code 128 and reason StartError, so the kubelet reports why.
+                let mut state = c.state.clone();
+                state.phase = ContainerPhase::Exited;
+                state.exit_code = 128;
+                state.reason = "StartError".to_string();
+                state.message = e.to_string();
+                state.finished_at = store::now_ns();
+                state.started_at = state.finished_at;
+                let _ = self.store.update_container(&id, state).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_task(&self, c: &Container) -> Result<u32> {
+        let tty = c.config.tty;
+        let fifos = FifoSet::paths(
+            &self.container_state_dir(&c.id).join("io"),
+            c.config.stdin,
+            true,
+            !tty,
+        );
+        fifos.create()?;
+        if !c.state.log_path.is_empty() {
+            if let Some(dir) = Path::new(&c.state.log_path).parent() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    CriError::Internal(format!("create log directory {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let io = ContainerIo::new(fifos.clone(), tty, c.config.stdin_once);
+        let log_path = (!c.state.log_path.is_empty()).then(|| PathBuf::from(&c.state.log_path));
+        let opener = {
+            let io = io.clone();
+            tokio::spawn(async move { io.start(log_path).await })
+        };
+        let rootfs = self.rootfs_mounts(&c.id).await;
+        let created = match rootfs {
+            Ok(rootfs) => self
+                .ctd
+                .tasks()
+                .create(self.ctd.req(CreateTaskRequest {
+                    container_id: c.id.clone(),
+                    rootfs,
+                    stdin: FifoSet::arg(&fifos.stdin),
+                    stdout: FifoSet::arg(&fifos.stdout),
+                    stderr: FifoSet::arg(&fifos.stderr),
+                    terminal: tty,
+                    options: self.runc_options(),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|s| CriError::containerd(format!("create the task of container {}", c.id), s)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = created {
+            for p in [&fifos.stdout, &fifos.stderr].into_iter().flatten() {
+                task_io::unblock_reader(p);
+            }
+            if let Some(p) = &fifos.stdin {
+                task_io::unblock_writer(p);
+            }
+            let _ = opener.await;
+            fifos.remove();
+            return Err(e);
+        }
+        match opener.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.delete_task(&c.id).await;
+                return Err(e);
+            }
+            Err(e) => {
+                self.delete_task(&c.id).await;
+                return Err(CriError::Internal(format!("open the container's stdio: {e}")));
+            }
+        }
+        self.ios
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.id.clone(), io);
+        match self
+            .ctd
+            .tasks()
+            .start(self.ctd.req(StartRequest {
+                container_id: c.id.clone(),
+                exec_id: String::new(),
+            }))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().pid),
+            Err(s) => {
+                self.delete_task(&c.id).await;
+                self.ios
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&c.id);
+                Err(CriError::containerd(format!("start container {}", c.id), s))
+            }
+        }
+    }
+
+    pub async fn rootfs_mounts(&self, id: &str) -> Result<Vec<Mount>> {
+        Ok(self
+            .ctd
+            .snapshots()
+            .mounts(self.ctd.req(MountsRequest {
+                snapshotter: self.config.snapshotter.clone(),
+                key: id.to_string(),
+            }))
+            .await
+            .map_err(|s| CriError::containerd(format!("mounts of the rootfs of {id}"), s))?
+            .into_inner()
+            .mounts)
+    }
+
+    /// Deletes the task (killing what is left of it); idempotent. Returns the exit
+    /// status when containerd still had it.
+    pub async fn delete_task(&self, id: &str) -> Option<(u32, i64)> {
+        let _ = self
+            .ctd
+            .tasks()
+            .kill(self.ctd.req(KillRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                signal: libc::SIGKILL as u32,
+                all: true,
+            }))
+            .await;
+        match self
+            .ctd
+            .tasks()
+            .delete(self.ctd.req(DeleteTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await
+        {
+            Ok(r) => {
+                let r = r.into_inner();
+                let at = r.exited_at.map(|t| t.seconds * 1_000_000_000 + t.nanos as i64);
+                Some((r.exit_status, at.unwrap_or_else(store::now_ns)))
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => None,
+            Err(s) => {
+                tracing::warn!(id, error = %s.message(), "delete task");
+                None
+            }
+        }
+    }
+
+    /// Waits for the task's exit in the background and records it.
+    pub fn spawn_waiter(&self, id: &str) {
+        let engine = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let waited = engine
+                .ctd
+                .tasks()
+                .wait(engine.ctd.req(WaitRequest {
+                    container_id: id.clone(),
+                    exec_id: String::new(),
+                }))
+                .await;
+            match waited {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    let at = r.exited_at.map(|t| t.seconds * 1_000_000_000 + t.nanos as i64);
+                    engine.handle_exit(&id, r.exit_status, at).await;
+                }
+                // A task that is gone exited while nobody waited: delete_task tells.
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    engine.handle_exit(&id, 255, None).await;
+                }
+                Err(s) => {
+                    // containerd restarted or the channel broke: the shim still runs the
+                    // container, so wait again after a pause.
+                    tracing::warn!(id = %short(&id), error = %s.message(), "wait for the task; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if engine.store.container(&id).is_ok_and(|c| c.state.phase == ContainerPhase::Running) {
+                        engine.spawn_waiter(&id);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Records a container's exit: deletes the task, lets the output drain, and writes
+    /// the exit code, the reason (Completed, Error, OOMKilled) and the time. Idempotent.
+    pub async fn handle_exit(&self, id: &str, code: u32, exited_at: Option<i64>) {
+        let _guard = self.store.lock(id).await;
+        let Ok(c) = self.store.container(id) else {
+            return;
+        };
+        if c.state.phase != ContainerPhase::Running {
+            return;
+        }
+        let deleted = self.delete_task(id).await;
+        let (code, at) = match (deleted, exited_at) {
+            (_, Some(at)) => (code, at),
+            (Some((code, at)), None) => (code, at),
+            (None, None) => (code, store::now_ns()),
+        };
+        let io = self.ios.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        if let Some(io) = &io {
+            let _ = tokio::time::timeout(IO_DRAIN, io.wait_copied()).await;
+            io.exited.send_replace(true);
+            io.fifos.remove();
+        }
+        let oom = self.take_oom(id);
+        let mut state = c.state.clone();
+        state.phase = ContainerPhase::Exited;
+        state.exit_code = code as i32;
+        state.finished_at = at;
+        state.pid = 0;
+        state.reason = if oom {
+            "OOMKilled"
+        } else if code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+        .to_string();
+        match self.store.update_container(id, state).await {
+            Ok(c) => {
+                tracing::info!(id = %short(id), code, reason = %c.state.reason, "container exited");
+                self.emit(&c, api::ContainerEventType::ContainerStoppedEvent);
+            }
+            Err(e) => tracing::error!(id = %short(id), error = %e, "record the exit"),
+        }
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let c = match self.store.container(id) {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => {
+                return Err(CriError::NotFound(format!("container {id:?} not found")))
+            }
+            Err(e) => return Err(e),
+        };
+        if c.state.phase != ContainerPhase::Running {
+            return Ok(());
+        }
+        if timeout > 0 {
+            let signal = parse_signal(&c.state.stop_signal).unwrap_or(libc::SIGTERM);
+            self.kill(&c.id, signal, false).await?;
+            if self.wait_exited(&c.id, Duration::from_secs(timeout as u64)).await {
+                return Ok(());
+            }
+            tracing::info!(id = %short(&c.id), timeout, "stop signal ignored; sending SIGKILL");
+        }
+        self.kill(&c.id, libc::SIGKILL, true).await?;
+        if !self.wait_exited(&c.id, Duration::from_secs(60)).await {
+            return Err(CriError::Internal(format!(
+                "container {} did not exit within 60 s of SIGKILL",
+                c.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
+        match self
+            .ctd
+            .tasks()
+            .kill(self.ctd.req(KillRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                signal: signal as u32,
+                all,
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already gone: the waiter records the exit.
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(CriError::containerd(format!("signal {signal} to container {id}"), s)),
+        }
+    }
+
+    /// Waits until the container's exit is recorded.
+    async fn wait_exited(&self, id: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.store.container(id) {
+                Ok(c) if c.state.phase == ContainerPhase::Running => {}
+                _ => return true,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let c = match self.store.container(id) {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if c.state.phase == ContainerPhase::Running {
+            // As containerd's CRI: removing a running container stops it forcibly.
+            self.stop_container(&c.id, 0).await?;
+        }
+        let _guard = self.store.lock(&c.id).await;
+        self.delete_task(&c.id).await;
+        if let Some(io) = self.ios.lock().unwrap_or_else(|e| e.into_inner()).remove(&c.id) {
+            io.fifos.remove();
+        }
+        // The snapshot goes before the record: a crash in between leaves a record whose
+        // removal is simply retried.
+        self.remove_snapshot(&c.id).await;
+        let dir = self.container_state_dir(&c.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(CriError::Internal(format!("remove {}: {e}", dir.display())));
+            }
+        }
+        self.store.delete(&c.id).await?;
+        tracing::info!(id = %short(&c.id), "container removed");
+        self.emit(&c, api::ContainerEventType::ContainerDeletedEvent);
+        Ok(())
+    }
+
+    pub fn container_status(&self, id: &str, verbose: bool) -> Result<api::ContainerStatusResponse> {
+        let c = self.store.container(id)?;
+        let mut info = HashMap::new();
+        if verbose {
+            let v = serde_json::json!({
+                "sandboxID": c.sandbox_id,
+                "pid": c.state.pid,
+                "cgroupsPath": c.state.cgroups_path,
+                "imageID": c.state.image_id,
+                "stopSignal": c.state.stop_signal,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(api::ContainerStatusResponse {
+            status: Some(cri_container_status(&c)),
+            info,
+        })
+    }
+
+    pub fn list_containers(&self, filter: Option<api::ContainerFilter>) -> Vec<api::Container> {
+        let f = filter.unwrap_or_default();
+        self.store
+            .containers()
+            .into_iter()
+            .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
+            .filter(|c| f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
+            .filter(|c| f.state.as_ref().is_none_or(|s| s.state == c.cri_state() as i32))
+            .filter(|c| crate::sandbox::labels_match(&f.label_selector, &c.config.labels))
+            .map(|c| api::Container {
+                id: c.id.clone(),
+                pod_sandbox_id: c.sandbox_id.clone(),
+                metadata: Some(c.metadata()),
+                image: Some(api::ImageSpec {
+                    image: c.state.image_name.clone(),
+                    ..Default::default()
+                }),
+                image_ref: c.state.image_ref.clone(),
+                state: c.cri_state() as i32,
+                created_at: c.state.created_at,
+                labels: c.config.labels.clone(),
+                annotations: c.config.annotations.clone(),
+                image_id: c.state.image_id.clone(),
+            })
+            .collect()
+    }
+
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        linux: Option<api::LinuxContainerResources>,
+    ) -> Result<()> {
+        let id = self.store.resolve(store::Kind::Container, id)?;
+        let _guard = self.store.lock(&id).await;
+        let c = self.store.container(&id)?;
+        let Some(resources) = linux else {
+            return Ok(());
+        };
+        if c.state.phase == ContainerPhase::Exited {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {id} has exited: its resources cannot be updated"
+            )));
+        }
+        if c.state.phase == ContainerPhase::Running {
+            let json = linux_resources_json(&resources);
+            self.ctd
+                .tasks()
+                .update(self.ctd.req(UpdateTaskRequest {
+                    container_id: id.clone(),
+                    resources: Some(prost_types::Any {
+                        type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+                            .to_string(),
+                        value: json.to_string().into_bytes(),
+                    }),
+                    annotations: HashMap::new(),
+                }))
+                .await
+                .map_err(|s| CriError::containerd(format!("update the resources of container {id}"), s))?;
+        }
+        let mut state = c.state.clone();
+        state.resources = Some(resources.encode_to_vec());
+        self.store.update_container(&id, state).await?;
+        Ok(())
+    }
+
+    pub fn io_of(&self, id: &str) -> Option<std::sync::Arc<ContainerIo>> {
+        self.ios.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let c = self.store.container(id)?;
+        if c.state.phase != ContainerPhase::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running: its log cannot be reopened",
+                c.id
+            )));
+        }
+        match self.io_of(&c.id) {
+            Some(io) => io.reopen_log().await,
+            None => Err(CriError::FailedPrecondition(format!(
+                "container {} has no log writer",
+                c.id
+            ))),
+        }
+    }
+}
+
+pub fn cri_container_status(c: &Container) -> api::ContainerStatus {
+    let mounts = c.config.mounts.clone();
+    api::ContainerStatus {
+        id: c.id.clone(),
+        metadata: Some(c.metadata()),
+        state: c.cri_state() as i32,
+        created_at: c.state.created_at,
+        started_at: c.state.started_at,
+        finished_at: c.state.finished_at,
+        exit_code: c.state.exit_code,
+        image: Some(api::ImageSpec {
+            image: c.state.image_name.clone(),
+            ..Default::default()
+        }),
+        image_ref: c.state.image_ref.clone(),
+        reason: c.state.reason.clone(),
+        message: c.state.message.clone(),
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        mounts,
+        log_path: c.state.log_path.clone(),
+        resources: c.resources().map(|linux| api::ContainerResources {
+            linux: Some(linux),
+            ..Default::default()
+        }),
+        image_id: c.state.image_id.clone(),
+        ..Default::default()
+    }
+}
+
+/// The OCI LinuxResources for an update, as runc reads them.
+pub fn linux_resources_json(r: &api::LinuxContainerResources) -> serde_json::Value {
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), r.cpu_shares.into());
+    }
+    if r.cpu_quota != 0 {
+        cpu.insert("quota".into(), r.cpu_quota.into());
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), r.cpu_period.into());
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
+    }
+    let mut memory = serde_json::Map::new();
+    if r.memory_limit_in_bytes > 0 {
+        memory.insert("limit".into(), r.memory_limit_in_bytes.into());
+    }
+    if r.memory_swap_limit_in_bytes > 0 {
+        memory.insert("swap".into(), r.memory_swap_limit_in_bytes.into());
+    }
+    let mut v = serde_json::Map::new();
+    v.insert("cpu".into(), cpu.into());
+    v.insert("memory".into(), memory.into());
+    if !r.unified.is_empty() {
+        v.insert("unified".into(), serde_json::to_value(&r.unified).unwrap_or_default());
+    }
+    v.into()
+}
+
+/// A signal by name (SIGTERM, TERM) or number, as images give StopSignal.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return Some(n);
+    }
+    let name = s.trim_start_matches("SIG");
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "WINCH" => libc::SIGWINCH,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "PWR" => libc::SIGPWR,
+        _ => return None,
+    };
+    Some(n)
+}
+
+/// Reads a file of the image's rootfs from the snapshot's layer directories (no mount
+/// needed): the upper dir first, then each lower dir, top-most first.
+pub fn read_image_file(mounts: &[Mount], rel: &str) -> Option<String> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for m in mounts {
+        match m.r#type.as_str() {
+            "bind" => dirs.push(PathBuf::from(&m.source)),
+            "overlay" => {
+                for o in &m.options {
+                    if let Some(u) = o.strip_prefix("upperdir=") {
+                        dirs.insert(0, PathBuf::from(u));
+                    }
+                }
+                for o in &m.options {
+                    if let Some(l) = o.strip_prefix("lowerdir=") {
+                        dirs.extend(l.split(':').map(PathBuf::from));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    dirs.iter()
+        .find_map(|d| std::fs::read_to_string(d.join(rel)).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("SIGTERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("USR1"), Some(libc::SIGUSR1));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal(""), None);
+        assert_eq!(parse_signal("SIGNOPE"), None);
+    }
+
+    #[test]
+    fn image_files_come_from_the_top_most_layer_that_has_them() {
+        let base = std::env::temp_dir().join(format!("gantry-layers-{}", std::process::id()));
+        let (upper, l1, l2) = (base.join("u"), base.join("l1"), base.join("l2"));
+        for d in [&upper, &l1, &l2] {
+            std::fs::create_dir_all(d.join("etc")).unwrap();
+        }
+        std::fs::write(l2.join("etc/passwd"), "old").unwrap();
+        std::fs::write(l1.join("etc/passwd"), "new").unwrap();
+        let m = Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                format!("workdir={}", base.join("w").display()),
+                format!("upperdir={}", upper.display()),
+                format!("lowerdir={}:{}", l1.display(), l2.display()),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(read_image_file(&[m], "etc/passwd").as_deref(), Some("new"));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn resource_updates_map_to_oci_fields() {
+        let r = api::LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        };
+        let v = linux_resources_json(&r);
+        assert_eq!(v["cpu"]["shares"], 512);
+        assert_eq!(v["cpu"]["quota"], 50_000);
+        assert_eq!(v["memory"]["limit"], 64 << 20);
+        assert!(v["cpu"].get("cpus").is_none());
+    }
+}
