@@ -37,6 +37,8 @@ pub struct Engine {
     /// Gantry's own oom_score_adj: containers never get a lower one (lowering it needs
     /// CAP_SYS_RESOURCE, and a kubelet must not make its pods harder to kill than itself).
     pub min_oom_score_adj: i32,
+    pub cgroups: crate::cgroup_stats::CgroupLayout,
+    pub samples: crate::stats::Samples,
 }
 
 impl Engine {
@@ -56,6 +58,8 @@ impl Engine {
             ooms: Arc::default(),
             events: broadcast::channel(1024).0,
             min_oom_score_adj: own_oom_score_adj(),
+            cgroups: crate::cgroup_stats::CgroupLayout::detect(),
+            samples: Default::default(),
         }
     }
 

@@ -239,25 +239,139 @@ impl RuntimeService for CriServer {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn container_stats(
+        &self,
+        r: Request<api::ContainerStatsRequest>,
+    ) -> Result<Response<api::ContainerStatsResponse>, Status> {
+        let stats = self
+            .engine
+            .container_stats(&r.into_inner().container_id)
+            .await?;
+        Ok(Response::new(api::ContainerStatsResponse { stats: Some(stats) }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        r: Request<api::ListContainerStatsRequest>,
+    ) -> Result<Response<api::ListContainerStatsResponse>, Status> {
+        let stats = self
+            .engine
+            .list_container_stats(r.into_inner().filter)
+            .await?;
+        Ok(Response::new(api::ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        r: Request<api::PodSandboxStatsRequest>,
+    ) -> Result<Response<api::PodSandboxStatsResponse>, Status> {
+        let stats = self
+            .engine
+            .pod_sandbox_stats(&r.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(api::PodSandboxStatsResponse { stats: Some(stats) }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        r: Request<api::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<api::ListPodSandboxStatsResponse>, Status> {
+        let stats = self
+            .engine
+            .list_pod_sandbox_stats(r.into_inner().filter)
+            .await?;
+        Ok(Response::new(api::ListPodSandboxStatsResponse { stats }))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _r: Request<api::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<api::ListMetricDescriptorsResponse>, Status> {
+        // The kubelet takes pod metrics from ListPodSandboxStats; no extra metrics.
+        Ok(Response::new(api::ListMetricDescriptorsResponse::default()))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _r: Request<api::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<api::ListPodSandboxMetricsResponse>, Status> {
+        Ok(Response::new(api::ListPodSandboxMetricsResponse::default()))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        r: Request<api::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<api::UpdatePodSandboxResourcesResponse>, Status> {
+        // The kubelet sizes the pod cgroup itself (cgroupfs driver); the runtime only
+        // has to know the sandbox. As containerd, nothing else is done.
+        self.engine.store.sandbox(&r.into_inner().pod_sandbox_id)?;
+        Ok(Response::new(api::UpdatePodSandboxResourcesResponse {}))
+    }
+
+    async fn stream_pod_sandboxes(
+        &self,
+        r: Request<api::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let items = self.engine.list_pod_sandbox(r.into_inner().filter);
+        Ok(Response::new(paged(items, |pod_sandboxes| {
+            api::StreamPodSandboxesResponse { pod_sandboxes }
+        })))
+    }
+
+    async fn stream_containers(
+        &self,
+        r: Request<api::StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let items = self.engine.list_containers(r.into_inner().filter);
+        Ok(Response::new(paged(items, |containers| {
+            api::StreamContainersResponse { containers }
+        })))
+    }
+
+    async fn stream_container_stats(
+        &self,
+        r: Request<api::StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let items = self
+            .engine
+            .list_container_stats(r.into_inner().filter)
+            .await?;
+        Ok(Response::new(paged(items, |container_stats| {
+            api::StreamContainerStatsResponse { container_stats }
+        })))
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        r: Request<api::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let items = self
+            .engine
+            .list_pod_sandbox_stats(r.into_inner().filter)
+            .await?;
+        Ok(Response::new(paged(items, |pod_sandbox_stats| {
+            api::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        })))
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _r: Request<api::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        Ok(Response::new(paged(Vec::new(), |pod_sandbox_metrics| {
+            api::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        })))
+    }
+
     not_yet! {
         exec(api::ExecRequest) -> api::ExecResponse;
         attach(api::AttachRequest) -> api::AttachResponse;
         port_forward(api::PortForwardRequest) -> api::PortForwardResponse;
-        container_stats(api::ContainerStatsRequest) -> api::ContainerStatsResponse;
-        list_container_stats(api::ListContainerStatsRequest) -> api::ListContainerStatsResponse;
-        pod_sandbox_stats(api::PodSandboxStatsRequest) -> api::PodSandboxStatsResponse;
-        list_pod_sandbox_stats(api::ListPodSandboxStatsRequest) -> api::ListPodSandboxStatsResponse;
         checkpoint_container(api::CheckpointContainerRequest) -> api::CheckpointContainerResponse;
         checkpoint_pod(api::CheckpointPodRequest) -> api::CheckpointPodResponse;
         restore_pod(api::RestorePodRequest) -> api::RestorePodResponse;
-        list_metric_descriptors(api::ListMetricDescriptorsRequest) -> api::ListMetricDescriptorsResponse;
-        list_pod_sandbox_metrics(api::ListPodSandboxMetricsRequest) -> api::ListPodSandboxMetricsResponse;
-        update_pod_sandbox_resources(api::UpdatePodSandboxResourcesRequest) -> api::UpdatePodSandboxResourcesResponse;
-        stream_pod_sandboxes(api::StreamPodSandboxesRequest) -> Self::StreamPodSandboxesStream;
-        stream_containers(api::StreamContainersRequest) -> Self::StreamContainersStream;
-        stream_container_stats(api::StreamContainerStatsRequest) -> Self::StreamContainerStatsStream;
-        stream_pod_sandbox_stats(api::StreamPodSandboxStatsRequest) -> Self::StreamPodSandboxStatsStream;
-        stream_pod_sandbox_metrics(api::StreamPodSandboxMetricsRequest) -> Self::StreamPodSandboxMetricsStream;
     }
 
     type StreamPodSandboxesStream = BoxStream<api::StreamPodSandboxesResponse>;
@@ -326,12 +440,29 @@ impl ImageService for CriServer {
 
     async fn stream_images(
         &self,
-        _r: Request<api::StreamImagesRequest>,
+        r: Request<api::StreamImagesRequest>,
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        Err(Status::unimplemented(
-            "gantry: stream_images is not implemented yet",
-        ))
+        let filter = r.into_inner().filter.and_then(|f| f.image);
+        let images = self.images.list(filter.as_ref()).await?;
+        Ok(Response::new(paged(images, |images| api::StreamImagesResponse {
+            images,
+        })))
     }
+}
+
+/// The Stream* RPCs: the list answer cut into pages, so no message outgrows the gRPC
+/// limit however many objects there are.
+fn paged<T: Send + 'static, R: Send + 'static>(
+    items: Vec<T>,
+    wrap: impl Fn(Vec<T>) -> R + Send + 'static,
+) -> BoxStream<R> {
+    const PAGE: usize = 500;
+    let mut pages = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        pages.push(wrap(items.by_ref().take(PAGE).collect()));
+    }
+    Box::pin(futures::stream::iter(pages.into_iter().map(Ok)))
 }
 
 fn required_image(spec: Option<&api::ImageSpec>) -> Result<&str, Status> {

@@ -28,6 +28,7 @@ pub mod images;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod task_io;
 

@@ -35,6 +35,11 @@ impl Containerd {
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
+
+    /// runc's state directory for this containerd's containers.
+    pub fn runc_root(&self) -> PathBuf {
+        self.state_dir.parent().unwrap_or(&self.state_dir).join("runc")
+    }
 }
 
 pub fn start(state: &mut BedState, registry_addr: &str, cni_conf_dir: &Path) -> Result<Containerd> {
@@ -166,7 +171,7 @@ disabled_plugins = [
         socket = d(socket),
         opt = d(&dir.join("opt")),
         pause = PAUSE_IMAGE,
-        runc_root = d(&dir.join("runc")),
+        runc_root = d(&dir.join("runc")), // = Containerd::runc_root
         cni_bin = CNI_BIN_DIR,
         cni_conf = d(cni_conf),
         certs = d(certs),

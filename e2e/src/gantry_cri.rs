@@ -21,6 +21,16 @@ pub struct GantryCri {
     pub network: NodeNetwork,
     /// The containerd namespace holding its images and containers.
     pub namespace: String,
+    /// The cgroup (below every hierarchy's root) its containers go in when a sandbox
+    /// names no parent.
+    pub cgroup_root: String,
+    /// Its volatile state directory (FIFOs, namespace pins, /dev/shm mounts).
+    pub state_dir: PathBuf,
+    /// Its persistent state directory (sandbox files, CNI result cache).
+    pub root_dir: PathBuf,
+    name: String,
+    args: Vec<std::ffi::OsString>,
+    restarts: u32,
 }
 
 impl GantryCri {
@@ -49,6 +59,11 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<GantryCri> {
     let net = network::create_node_network(&mut bed.state, name, &conf_dir)?;
     let socket = dir.join("cri.sock");
     let namespace = format!("gantry-{name}");
+    let cgroup_root = format!("gantry-e2e-{}-{name}", bed.state.name);
+    bed.state.cgroup_roots.push(cgroup_root.clone());
+    bed.state.save()?;
+    let state_dir = dir.join("state");
+    let root_dir = dir.join("root");
     let ctd = &bed.containerd;
     let mut cmd = Command::new(paths::gantry_bin()?);
     cmd.arg("cri")
@@ -64,22 +79,57 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<GantryCri> {
         .arg(&ctd.certs_dir)
         .arg("--cni-conf-dir")
         .arg(&conf_dir)
-        .args(["--cni-bin-dir", CNI_BIN_DIR]);
+        .args(["--cni-bin-dir", CNI_BIN_DIR])
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .arg("--root-dir")
+        .arg(&root_dir)
+        .arg("--runc-root")
+        .arg(ctd.runc_root())
+        .arg("--default-cgroup-parent")
+        .arg(format!("/{cgroup_root}"));
+    let args = cmd.get_args().map(|a| a.to_os_string()).collect();
     let process = bed.state.spawn(name, cmd)?;
     let cri = GantryCri {
         socket,
-        process: process.clone(),
+        process,
         network: net,
         namespace,
+        cgroup_root,
+        state_dir,
+        root_dir,
+        name: name.to_string(),
+        args,
+        restarts: 0,
     };
-    wait::until(
-        &format!("{name} to answer crictl version"),
-        Duration::from_secs(30),
-        || {
-            process.ensure_alive()?;
-            let out = cri.crictl()?.arg("version").output()?;
-            Ok(out.status.success().then_some(()))
-        },
-    )?;
+    cri.wait_ready()?;
     Ok(cri)
+}
+
+impl GantryCri {
+    fn wait_ready(&self) -> Result<()> {
+        wait::until(
+            &format!("{} to answer crictl version", self.name),
+            Duration::from_secs(30),
+            || {
+                self.process.ensure_alive()?;
+                let out = self.crictl()?.arg("version").output()?;
+                Ok(out.status.success().then_some(()))
+            },
+        )
+    }
+
+    /// Kills `gantry cri` with `signal` (SIGKILL: a crash; SIGTERM: a clean stop) and
+    /// starts it again with the same arguments, as systemd would.
+    pub fn restart(&mut self, bed: &mut Bed, signal: i32) -> Result<()> {
+        crate::process::signal(self.process.pid, signal);
+        self.process.stop(Duration::from_secs(10));
+        self.restarts += 1;
+        let mut cmd = Command::new(paths::gantry_bin()?);
+        cmd.args(&self.args);
+        self.process = bed
+            .state
+            .spawn(&format!("{}-restart{}", self.name, self.restarts), cmd)?;
+        self.wait_ready()
+    }
 }

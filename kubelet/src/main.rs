@@ -57,6 +57,21 @@ struct CriArgs {
     /// CNI plugin directories (repeat the flag for several).
     #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
     cni_bin_dirs: Vec<PathBuf>,
+    /// Volatile state (stdio FIFOs, namespace pins, /dev/shm mounts); gone after reboot.
+    #[arg(long, default_value = "/run/gantry/cri")]
+    state_dir: PathBuf,
+    /// Persistent state (sandbox hostname/hosts/resolv.conf files, CNI result cache).
+    #[arg(long, default_value = "/var/lib/gantry/cri")]
+    root_dir: PathBuf,
+    /// runc's state directory (runc --root); the shim's default when not given.
+    #[arg(long)]
+    runc_root: Option<PathBuf>,
+    /// Cgroup parent of containers whose sandbox names none (cgroupfs path).
+    #[arg(long, default_value = "/gantry")]
+    default_cgroup_parent: String,
+    /// Address of the exec/attach/port-forward streaming server (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    stream_address: std::net::SocketAddr,
 }
 
 impl CriArgs {
@@ -70,6 +85,11 @@ impl CriArgs {
             registry_config_path: Some(self.registry_config_path),
             cni_conf_dir: self.cni_conf_dir,
             cni_bin_dirs: self.cni_bin_dirs,
+            state_dir: self.state_dir,
+            root_dir: self.root_dir,
+            runc_root: self.runc_root,
+            default_cgroup_parent: self.default_cgroup_parent,
+            stream_address: self.stream_address,
         }
     }
 }

@@ -1,0 +1,362 @@
+//! Pods and containers through `gantry cri`, driven by crictl as a user drives it:
+//! sandboxes with their own network (pod-to-pod traffic, hostPort), containers with
+//! logs in the CRI format, exec, exit codes and reasons, stop with a grace period,
+//! errors with the codes the kubelet acts on, a crash and restart of `gantry cri` that
+//! loses nothing, and removal that leaves nothing behind.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use gantry_e2e::gantry_cri::GantryCri;
+use gantry_e2e::{host, wait, Bed, BedOptions};
+use serde_json::{json, Value};
+
+const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
+const NGINX: &str = "registry.k8s.io/e2e-test-images/nginx:1.14-2";
+
+struct Crictl<'a> {
+    cri: &'a GantryCri,
+    dir: &'a Path,
+}
+
+impl Crictl<'_> {
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        Ok(self.cri.crictl()?.args(args).output()?)
+    }
+
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
+        ensure!(
+            out.status.success(),
+            "crictl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Runs crictl expecting failure; returns its stderr.
+    fn fails(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
+        ensure!(!out.status.success(), "crictl {} succeeded", args.join(" "));
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn json(&self, args: &[&str]) -> Result<Value> {
+        let text = self.ok(args)?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("crictl {} printed {text}", args.join(" ")))
+    }
+
+    /// Writes `config` to a file and returns its path, for runp/create.
+    fn file(&self, name: &str, config: &Value) -> Result<String> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, serde_json::to_vec_pretty(config)?)?;
+        Ok(path.display().to_string())
+    }
+
+    fn run_pod(&self, name: &str, extra: Value) -> Result<(String, String)> {
+        let mut config = json!({
+            "metadata": {"name": name, "namespace": "e2e", "uid": format!("uid-{name}"), "attempt": 0},
+            "hostname": name,
+            "log_directory": self.dir.join("pods").join(name).display().to_string(),
+            "linux": {},
+        });
+        merge(&mut config, extra);
+        let file = self.file(&format!("{name}-pod.json"), &config)?;
+        let id = self.ok(&["runp", &file])?;
+        Ok((id, file))
+    }
+
+    fn run_container(&self, pod: &(String, String), name: &str, extra: Value) -> Result<String> {
+        let mut config = json!({
+            "metadata": {"name": name},
+            "image": {"image": BUSYBOX},
+            "log_path": format!("{name}.log"),
+            "linux": {},
+        });
+        merge(&mut config, extra);
+        let file = self.file(&format!("{name}-ctr.json"), &config)?;
+        let id = self.ok(&["create", &pod.0, &file, &pod.1])?;
+        self.ok(&["start", &id])?;
+        Ok(id)
+    }
+
+    fn inspect(&self, id: &str) -> Result<Value> {
+        self.json(&["inspect", "-o", "json", id])
+    }
+
+    fn wait_state(&self, id: &str, want: &str) -> Result<Value> {
+        wait::until(
+            &format!("container {id} to be {want}"),
+            Duration::from_secs(60),
+            || {
+                let v = self.inspect(id)?;
+                Ok((v["status"]["state"] == want).then_some(v))
+            },
+        )
+    }
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Value::Object(b), Value::Object(e)) = (base, extra) {
+        for (k, v) in e {
+            b.insert(k, v);
+        }
+    }
+}
+
+fn pod_ip(c: &Crictl, pod: &str) -> Result<String> {
+    let v = c.json(&["inspectp", "-o", "json", pod])?;
+    Ok(v["status"]["network"]["ip"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+#[test]
+fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
+    let mut bed = Bed::start(&BedOptions::named("e2e-gantry-pods"))?;
+    let mut cri = bed.start_gantry_cri("gantry-cri")?;
+    let work = bed.dir().join("crictl");
+    std::fs::create_dir_all(&work)?;
+    let c = Crictl {
+        cri: &cri,
+        dir: &work,
+    };
+    c.ok(&["pull", BUSYBOX])?;
+    c.ok(&["pull", NGINX])?;
+
+    // A sandbox gets an IP on the node's network, its hostname and its DNS config.
+    let web = c.run_pod(
+        "web",
+        json!({"port_mappings": [{"protocol": 0, "container_port": 80, "host_port": 18081}]}),
+    )?;
+    let client = c.run_pod(
+        "client",
+        json!({"dns_config": {"servers": ["198.19.0.10"], "searches": ["e2e.svc.cluster.local"], "options": ["ndots:5"]}}),
+    )?;
+    let pods = c.json(&["pods", "-o", "json"])?;
+    ensure!(
+        pods["items"].as_array().map(Vec::len) == Some(2),
+        "two pods listed: {pods}"
+    );
+    let web_ip = pod_ip(&c, &web.0)?;
+    let client_ip = pod_ip(&c, &client.0)?;
+    let prefix = cri.network.subnet.rsplit_once('.').map(|p| p.0).unwrap_or("");
+    for ip in [&web_ip, &client_ip] {
+        ensure!(
+            ip.starts_with(&format!("{prefix}.")),
+            "pod IP {ip} is not in the node subnet {}",
+            cri.network.subnet
+        );
+    }
+    ensure!(web_ip != client_ip, "two pods got one IP {web_ip}");
+
+    // Containers: a web server and a client that logs to stdout and stderr.
+    let nginx = c.run_container(&web, "nginx", json!({"image": {"image": NGINX}}))?;
+    let shell = c.run_container(
+        &client,
+        "shell",
+        json!({"command": ["sh", "-c", "echo hello from stdout; echo hello from stderr >&2; exec sleep 3600"]}),
+    )?;
+    c.wait_state(&nginx, "CONTAINER_RUNNING")?;
+    c.wait_state(&shell, "CONTAINER_RUNNING")?;
+
+    let logs = wait::until("the client's log", Duration::from_secs(20), || {
+        let out = c.run(&["logs", &shell])?;
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((all.contains("hello from stdout") && all.contains("hello from stderr")).then_some(all))
+    })?;
+    ensure!(!logs.is_empty(), "crictl logs: {logs}");
+    let log_file = work.join("pods/client/shell.log");
+    let raw = std::fs::read_to_string(&log_file)
+        .with_context(|| format!("read {}", log_file.display()))?;
+    ensure!(
+        raw.lines().any(|l| {
+            let f: Vec<&str> = l.splitn(4, ' ').collect();
+            f.len() == 4 && f[1] == "stderr" && f[2] == "F" && f[3] == "hello from stderr"
+        }),
+        "the log file is in the CRI format (time stream tag content): {raw}"
+    );
+
+    // exec: the pod's hostname and resolv.conf; traffic pod to pod.
+    ensure!(c.ok(&["exec", "-s", &shell, "hostname"])? == "client", "hostname in the pod");
+    let resolv = c.ok(&["exec", "-s", &shell, "cat", "/etc/resolv.conf"])?;
+    ensure!(
+        resolv.contains("nameserver 198.19.0.10")
+            && resolv.contains("search e2e.svc.cluster.local")
+            && resolv.contains("options ndots:5"),
+        "resolv.conf from the DNS config: {resolv}"
+    );
+    let fetched = c.ok(&[
+        "exec",
+        "-s",
+        &shell,
+        "sh",
+        "-c",
+        &format!("wget -q -O - http://{web_ip}/ >/dev/null && echo reached"),
+    ])?;
+    ensure!(fetched == "reached", "pod-to-pod HTTP: {fetched}");
+    let code = c.run(&["exec", "-s", &shell, "sh", "-c", "exit 7"])?;
+    ensure!(
+        code.status.code() == Some(7),
+        "exec's exit code reaches crictl: {:?}",
+        code.status
+    );
+    let streamed = c.ok(&["exec", &shell, "echo", "streamed"])?;
+    ensure!(streamed == "streamed", "streaming exec: {streamed}");
+
+    // hostPort on the node address.
+    let addr = format!("{}:18081", cri.network.gateway);
+    let status = gantry_e2e::http::http_status(&addr, "/")?;
+    ensure!(status == 200, "hostPort {addr} answered {status}");
+
+    // Exit codes and reasons.
+    let fails = c.run_container(&client, "fails", json!({"command": ["sh", "-c", "exit 3"]}))?;
+    let v = c.wait_state(&fails, "CONTAINER_EXITED")?;
+    ensure!(
+        v["status"]["exitCode"] == 3 && v["status"]["reason"] == "Error",
+        "exit 3: {}",
+        v["status"]
+    );
+    let done = c.run_container(&client, "done", json!({"command": ["true"]}))?;
+    let v = c.wait_state(&done, "CONTAINER_EXITED")?;
+    ensure!(
+        v["status"]["exitCode"] == 0 && v["status"]["reason"] == "Completed",
+        "exit 0: {}",
+        v["status"]
+    );
+
+    // Errors a user can act on.
+    let missing_cmd = c.file(
+        "nocmd-ctr.json",
+        &json!({"metadata": {"name": "nocmd"}, "image": {"image": BUSYBOX}, "command": ["/no/such/binary"], "linux": {}}),
+    )?;
+    let nocmd = c.ok(&["create", &client.0, &missing_cmd, &client.1])?;
+    let err = c.fails(&["start", &nocmd])?;
+    ensure!(err.contains("/no/such/binary"), "start error names the command: {err}");
+    let v = c.inspect(&nocmd)?;
+    ensure!(
+        v["status"]["reason"] == "StartError" && v["status"]["exitCode"] == 128,
+        "a failed start is exited with StartError: {}",
+        v["status"]
+    );
+    let err = c.fails(&["inspect", "0123456789ab"])?;
+    ensure!(err.contains("NotFound"), "unknown container: {err}");
+    let unpulled = c.file(
+        "unpulled-ctr.json",
+        &json!({"metadata": {"name": "unpulled"}, "image": {"image": "registry.k8s.io/pause:3.9"}, "linux": {}}),
+    )?;
+    let err = c.fails(&["create", "--no-pull", &client.0, &unpulled, &client.1])?;
+    ensure!(
+        err.contains("NotFound") && err.contains("pause:3.9"),
+        "create with an image not pulled: {err}"
+    );
+    let dup = c.file(
+        "dup-pod.json",
+        &json!({"metadata": {"name": "client", "namespace": "e2e", "uid": "uid-client", "attempt": 0}, "linux": {}}),
+    )?;
+    let err = c.fails(&["runp", &dup])?;
+    ensure!(err.contains("AlreadyExists"), "a second sandbox of one name: {err}");
+
+    // Stop: SIGTERM is ignored by a shell as PID 1, so SIGKILL follows the grace period.
+    let stubborn = c.run_container(&client, "stubborn", json!({"command": ["sh", "-c", "sleep 3600"]}))?;
+    c.wait_state(&stubborn, "CONTAINER_RUNNING")?;
+    c.ok(&["stop", "--timeout", "1", &stubborn])?;
+    let v = c.inspect(&stubborn)?;
+    ensure!(
+        v["status"]["state"] == "CONTAINER_EXITED" && v["status"]["exitCode"] == 137,
+        "stopped by SIGKILL after the grace period: {}",
+        v["status"]
+    );
+
+    // A crash of gantry cri loses nothing: the ticker keeps running and every line it
+    // wrote meanwhile reaches its log.
+    let ticker = c.run_container(
+        &client,
+        "ticker",
+        json!({"command": ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]}),
+    )?;
+    c.wait_state(&ticker, "CONTAINER_RUNNING")?;
+    let before = c.json(&["ps", "-a", "-o", "json"])?;
+    drop(c);
+    cri.restart(&mut bed, libc::SIGKILL)?;
+    let c = Crictl {
+        cri: &cri,
+        dir: &work,
+    };
+    let after = c.json(&["ps", "-a", "-o", "json"])?;
+    let states = |v: &Value| -> Vec<(String, String)> {
+        let mut s: Vec<(String, String)> = v["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["state"].as_str().unwrap_or("").to_string()))
+            .collect();
+        s.sort();
+        s
+    };
+    ensure!(
+        states(&before) == states(&after),
+        "containers and states before and after the restart:\n{:?}\n{:?}",
+        states(&before),
+        states(&after)
+    );
+    ensure!(pod_ip(&c, &client.0)? == client_ip, "the pod IP survives the restart");
+    let ticker_log = work.join("pods/client/ticker.log");
+    wait::until("ticks after the restart", Duration::from_secs(20), || {
+        let n = std::fs::read_to_string(&ticker_log)?.lines().count();
+        Ok((n > 30).then_some(()))
+    })?;
+    c.ok(&["stop", "--timeout", "0", &ticker])?;
+    let ticks: Vec<u64> = std::fs::read_to_string(&ticker_log)?
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    ensure!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1) && ticks.first() == Some(&0),
+        "the ticker's log has every line, in order, across the crash: {ticks:?}"
+    );
+    ensure!(c.ok(&["exec", "-s", &shell, "echo", "alive"])? == "alive", "exec after restart");
+
+    // Removal releases everything: containers, sandboxes, IPs, mounts, records.
+    for pod in [&web.0, &client.0] {
+        c.ok(&["stopp", pod])?;
+        c.ok(&["stopp", pod])?; // idempotent
+        c.ok(&["rmp", pod])?;
+        c.ok(&["rmp", pod])?;
+    }
+    ensure!(c.ok(&["ps", "-a", "-q"])?.is_empty(), "containers left");
+    ensure!(c.ok(&["pods", "-q"])?.is_empty(), "pods left");
+    let mounts = host::mounts_below(&cri.state_dir);
+    ensure!(mounts.is_empty(), "mounts left below the state dir: {mounts:?}");
+    let ctr_out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&bed.containerd.socket)
+        .args(["-n", &cri.namespace, "containers", "ls", "-q"])
+        .output()?;
+    let records = String::from_utf8_lossy(&ctr_out.stdout);
+    ensure!(records.trim().is_empty(), "containerd records left: {records}");
+    let leases = Path::new("/var/lib/cni/networks").join(&cri.network.name);
+    if leases.exists() {
+        let ips: Vec<String> = std::fs::read_dir(&leases)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        if !ips.is_empty() {
+            bail!("IP leases left in {}: {ips:?}", leases.display());
+        }
+    }
+    drop(c);
+    bed.teardown()?;
+    Ok(())
+}
