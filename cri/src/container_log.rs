@@ -97,7 +97,13 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<LogEntry> {
     };
     let (tags, content) = split_field(rest).ok_or_else(|| bad("log tag is not found"))?;
     let partial = tags.split(|b| *b == b':').next() == Some(b"P");
-    Ok(LogEntry { time, stream, partial, content: content.to_vec() })
+    let content = content.to_vec();
+    Ok(LogEntry {
+        time,
+        stream,
+        partial,
+        content,
+    })
 }
 
 /// Splits at the first space: the field before it and everything after it.
@@ -137,6 +143,13 @@ struct Piece {
     content: Vec<u8>,
 }
 
+impl Piece {
+    fn new(partial: bool, content: &[u8]) -> Self {
+        let content = content.to_vec();
+        Piece { partial, content }
+    }
+}
+
 /// Takes every entry that `pending` already determines, leaving the bytes that must
 /// wait for more input. At `eof` everything is taken. The limit applies as containerd
 /// applies it: a piece is cut only once more than `max` bytes of one line are known, and
@@ -149,21 +162,21 @@ fn take_pieces(pending: &mut Vec<u8>, max: usize, eof: bool, out: &mut Vec<Piece
             line = stripped;
         }
         while line.len() > max {
-            out.push(Piece { partial: true, content: line[..max].to_vec() });
+            out.push(Piece::new(true, &line[..max]));
             line = &line[max..];
         }
-        out.push(Piece { partial: false, content: line.to_vec() });
+        out.push(Piece::new(false, line));
         start += nl + 1;
     }
     let rest = &pending[start..];
     let held = usize::from(!eof && rest.ends_with(b"\r"));
     let mut cut = 0;
     while rest.len() - held - cut > max {
-        out.push(Piece { partial: true, content: rest[cut..cut + max].to_vec() });
+        out.push(Piece::new(true, &rest[cut..cut + max]));
         cut += max;
     }
     if eof && cut < rest.len() {
-        out.push(Piece { partial: true, content: rest[cut..].to_vec() });
+        out.push(Piece::new(true, &rest[cut..]));
         cut = rest.len();
     }
     pending.drain(..start + cut);
@@ -183,6 +196,8 @@ fn encode(stream: Stream, piece: &Piece) -> Vec<u8> {
     entry.push(b'\n');
     entry
 }
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
 
 enum Msg {
     Entry(Vec<u8>),
@@ -207,7 +222,9 @@ pub struct ContainerLog {
 
 impl std::fmt::Debug for ContainerLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContainerLog").field("path", &self.inner.path).finish()
+        f.debug_struct("ContainerLog")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -232,24 +249,41 @@ impl ContainerLog {
         stderr: Option<impl AsyncRead + Send + Unpin + 'static>,
         max_line: usize,
     ) -> Result<Self> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            CriError::Internal(format!("start container log {}: no tokio runtime", path.display()))
-        })?;
-        let file = open_log_file_std(&path)?;
-        let max_line = max_line.max(1);
+        let no_runtime = |_| {
+            let at = path.display();
+            CriError::Internal(format!("start container log {at}: no tokio runtime"))
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(no_runtime)?;
+        let file = tokio::fs::File::from_std(
+            log_file_options()
+                .open(&path)
+                .map_err(|e| open_error(&path, e))?,
+        );
         let (tx, rx) = mpsc::channel(QUEUE_ENTRIES);
-        let (done_tx, done_rx) = watch::channel(false);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        if let Some(r) = stdout {
-            runtime.spawn(copy_stream(r, Stream::Stdout, max_line, tx.clone(), stop_rx.clone()));
-        }
-        if let Some(r) = stderr {
-            runtime.spawn(copy_stream(r, Stream::Stderr, max_line, tx.clone(), stop_rx));
+        let (done_tx, done) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let boxed = |r| Box::new(r) as Reader;
+        for (reader, stream) in [
+            (stdout.map(boxed), Stream::Stdout),
+            (stderr.map(|r| Box::new(r) as Reader), Stream::Stderr),
+        ] {
+            if let Some(r) = reader {
+                let copy = copy_stream(r, stream, max_line.max(1), tx.clone(), stop_rx.clone());
+                runtime.spawn(copy);
+            }
         }
         let queue = tx.downgrade();
         drop(tx);
-        runtime.spawn(write_entries(path.clone(), tokio::fs::File::from_std(file), rx, done_tx));
-        Ok(ContainerLog { inner: Arc::new(Inner { path, queue, done: done_rx, stop: stop_tx }) })
+        runtime.spawn(write_entries(path.clone(), file, rx, done_tx));
+        let inner = Inner {
+            path,
+            queue,
+            done,
+            stop,
+        };
+        Ok(ContainerLog {
+            inner: Arc::new(inner),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -269,7 +303,10 @@ impl ContainerLog {
         };
         let queue = self.inner.queue.upgrade().ok_or_else(stopped)?;
         let (reply, answer) = oneshot::channel();
-        queue.send(Msg::Reopen(reply)).await.map_err(|_| stopped())?;
+        queue
+            .send(Msg::Reopen(reply))
+            .await
+            .map_err(|_| stopped())?;
         drop(queue);
         answer.await.map_err(|_| stopped())?
     }
@@ -289,23 +326,11 @@ impl ContainerLog {
     }
 }
 
-fn open_log_file_std(path: &Path) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(LOG_FILE_MODE)
-        .open(path)
-        .map_err(|e| open_error(path, e))
-}
-
-async fn open_log_file(path: &Path) -> Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(LOG_FILE_MODE)
-        .open(path)
-        .await
-        .map_err(|e| open_error(path, e))
+/// How containerd opens a log file: created if missing, appended to, mode 0640.
+fn log_file_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true).mode(LOG_FILE_MODE);
+    options
 }
 
 fn open_error(path: &Path, e: std::io::Error) -> CriError {
@@ -318,8 +343,8 @@ fn open_error(path: &Path, e: std::io::Error) -> CriError {
 }
 
 /// Reads one stream until EOF, a read error or `stop`, and queues its entries.
-async fn copy_stream<R: AsyncRead + Unpin>(
-    mut reader: R,
+async fn copy_stream(
+    mut reader: Reader,
     stream: Stream,
     max_line: usize,
     queue: mpsc::Sender<Msg>,
@@ -351,7 +376,11 @@ async fn copy_stream<R: AsyncRead + Unpin>(
         }
         take_pieces(&mut pending, max_line, n == 0, &mut pieces);
         for piece in pieces.drain(..) {
-            if queue.send(Msg::Entry(encode(stream, &piece))).await.is_err() {
+            if queue
+                .send(Msg::Entry(encode(stream, &piece)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -409,7 +438,10 @@ async fn write_entries(
             batch.clear();
         }
         if let Some(reply) = reopen {
-            let result = open_log_file(&path).await.map(|new| {
+            let new = tokio::fs::OpenOptions::from(log_file_options())
+                .open(&path)
+                .await;
+            let result = new.map_err(|e| open_error(&path, e)).map(|new| {
                 // The old file was flushed after its last batch; dropping closes it.
                 file = new;
             });
@@ -429,10 +461,8 @@ mod tests {
 
     fn entries_of(bytes: &[u8]) -> Vec<LogEntry> {
         let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        if body.is_empty() {
-            return Vec::new();
-        }
-        body.split(|b| *b == b'\n').map(|l| parse_line(l).unwrap()).collect()
+        let lines = body.split(|b| *b == b'\n').filter(|_| !body.is_empty());
+        lines.map(|l| parse_line(l).unwrap()).collect()
     }
 
     fn read_entries(path: &Path) -> Vec<LogEntry> {
@@ -444,19 +474,19 @@ mod tests {
         let mut out = Vec::new();
         for e in entries.iter().filter(|e| e.stream == stream) {
             out.extend_from_slice(&e.content);
-            if !e.partial {
-                out.push(b'\n');
-            }
+            out.extend(Some(b'\n').filter(|_| !e.partial));
         }
         out
     }
 
-    fn tags(entries: &[LogEntry]) -> Vec<(bool, usize)> {
-        entries.iter().map(|e| (e.partial, e.content.len())).collect()
+    fn tags(entries: &[LogEntry]) -> Vec<(Stream, bool, usize)> {
+        let tag = |e: &LogEntry| (e.stream, e.partial, e.content.len());
+        entries.iter().map(tag).collect()
     }
 
     async fn finish(log: &ContainerLog) {
-        tokio::time::timeout(Duration::from_secs(10), log.wait()).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_secs(10), log.wait()).await;
+        waited.expect("container log did not finish");
     }
 
     async fn write_then_close(mut w: impl AsyncWrite + Unpin, data: &[u8]) {
@@ -464,18 +494,35 @@ mod tests {
         w.shutdown().await.unwrap();
     }
 
+    /// Runs a container log over two pipes fed with `out` and `err` (written
+    /// concurrently, in chunks of a few bytes) and returns the file's entries.
+    async fn log_of(out: &[u8], err: &[u8]) -> Vec<LogEntry> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let ((ow, or), (ew, er)) = (duplex(7), duplex(5));
+        let log = ContainerLog::start(path.clone(), Some(or), Some(er)).unwrap();
+        tokio::join!(write_then_close(ow, out), write_then_close(ew, err));
+        finish(&log).await;
+        read_entries(&path)
+    }
+
     #[test]
     fn timestamps_are_utc_rfc3339nano_with_trailing_zeros_trimmed_as_go() {
         let at = |s: i64, ns: u32| {
-            OffsetDateTime::from_unix_timestamp(s).unwrap().replace_nanosecond(ns).unwrap()
+            let t = OffsetDateTime::from_unix_timestamp(s).unwrap();
+            t.replace_nanosecond(ns).unwrap()
         };
+        let plus_two = UtcOffset::from_hms(2, 0, 0).unwrap();
         for (t, want) in [
             (at(1_700_000_000, 0), "2023-11-14T22:13:20Z"),
             (at(1_700_000_000, 120_000_000), "2023-11-14T22:13:20.12Z"),
             (at(1_700_000_000, 1), "2023-11-14T22:13:20.000000001Z"),
-            (at(1_700_000_000, 999_999_999), "2023-11-14T22:13:20.999999999Z"),
+            (
+                at(1_700_000_000, 999_999_999),
+                "2023-11-14T22:13:20.999999999Z",
+            ),
             (at(5, 100), "1970-01-01T00:00:05.0000001Z"),
-            (at(0, 0).to_offset(UtcOffset::from_hms(2, 0, 0).unwrap()), "1970-01-01T00:00:00Z"),
+            (at(0, 0).to_offset(plus_two), "1970-01-01T00:00:00Z"),
         ] {
             assert_eq!(format_rfc3339_nano(t), want);
             assert_eq!(parse_line(format!("{want} stdout F x")).unwrap().time, t);
@@ -484,8 +531,8 @@ mod tests {
 
     #[test]
     fn lines_are_cut_where_containerd_cuts_them() {
-        let p = |c: &str| Piece { partial: true, content: c.into() };
-        let f = |c: &str| Piece { partial: false, content: c.into() };
+        let p = |c: &str| Piece::new(true, c.as_bytes());
+        let f = |c: &str| Piece::new(false, c.as_bytes());
         // (input, eof, pieces, bytes left waiting), with a limit of 4 bytes.
         let cases: Vec<(&str, bool, Vec<Piece>, &str)> = vec![
             ("abcd\n", false, vec![f("abcd")], ""),
@@ -519,15 +566,21 @@ mod tests {
     #[test]
     fn parse_line_reads_what_the_kubelet_reads_and_rejects_the_rest() {
         let e = parse_line("2016-10-06T00:17:09.669794202Z stdout P log content 1\n").unwrap();
-        assert_eq!((e.stream, e.partial, e.content.as_slice()), (Stream::Stdout, true, &b"log content 1"[..]));
-        assert_eq!(e.time.nanosecond(), 669_794_202);
+        assert_eq!(tags(std::slice::from_ref(&e)), [(Stream::Stdout, true, 13)]);
+        assert_eq!(
+            (e.content.as_slice(), e.time.nanosecond()),
+            (&b"log content 1"[..], 669_794_202)
+        );
         let e = parse_line("2016-10-06T02:17:09+02:00 stderr F ").unwrap();
-        assert_eq!((e.stream, e.partial, e.content.len()), (Stream::Stderr, false, 0));
-        assert_eq!(e.time, parse_line("2016-10-06T00:17:09Z stdout F ").unwrap().time);
+        assert_eq!(tags(std::slice::from_ref(&e)), [(Stream::Stderr, false, 0)]);
+        let utc = parse_line("2016-10-06T00:17:09Z stdout F ").unwrap();
+        assert_eq!(e.time, utc.time);
         // Further tags after ':' are ignored; only a first tag of P is partial.
-        assert!(parse_line("2016-10-06T00:17:09Z stdout P:x a").unwrap().partial);
-        assert!(!parse_line("2016-10-06T00:17:09Z stdout X a").unwrap().partial);
-        assert_eq!(parse_line(b"2016-10-06T00:17:09Z stdout F \xff\r").unwrap().content, b"\xff\r");
+        let partial = |l: &str| parse_line(l).unwrap().partial;
+        assert!(partial("2016-10-06T00:17:09Z stdout P:x a"));
+        assert!(!partial("2016-10-06T00:17:09Z stdout X a"));
+        let raw = parse_line(b"2016-10-06T00:17:09Z stdout F \xff\r").unwrap();
+        assert_eq!(raw.content, b"\xff\r");
         for bad in [
             "",
             "2016-10-06T00:17:09Z",
@@ -538,72 +591,65 @@ mod tests {
             "{\"log\":\"x\",\"stream\":\"stdout\"}",
         ] {
             let err = parse_line(bad).unwrap_err();
-            assert!(matches!(err, CriError::InvalidArgument(_)), "{bad:?}: {err}");
+            assert!(
+                matches!(err, CriError::InvalidArgument(_)),
+                "{bad:?}: {err}"
+            );
         }
     }
 
     #[tokio::test]
     async fn long_line_is_split_into_partial_entries_at_exactly_the_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("0.log");
-        let (w, r) = duplex(1000);
-        let log = ContainerLog::start(path.clone(), Some(r), NO_STREAM).unwrap();
         let max = DEFAULT_MAX_LINE_SIZE;
-        let mut input = vec![b'a'; 2 * max + 10];
-        input.push(b'\n');
-        input.extend(vec![b'b'; max]);
-        input.push(b'\n');
-        write_then_close(w, &input).await;
-        finish(&log).await;
-        let entries = read_entries(&path);
-        assert_eq!(tags(&entries), [(true, max), (true, max), (false, 10), (false, max)]);
-        assert_eq!(output_of(&entries, Stream::Stdout), input);
+        let mut out = vec![b'a'; 2 * max + 10];
+        out.push(b'\n');
+        out.extend(vec![b'b'; max]);
+        out.push(b'\n');
+        let entries = log_of(&out, b"").await;
+        let o = Stream::Stdout;
+        assert_eq!(
+            tags(&entries),
+            [
+                (o, true, max),
+                (o, true, max),
+                (o, false, 10),
+                (o, false, max)
+            ]
+        );
+        assert_eq!(output_of(&entries, o), out);
     }
 
     #[tokio::test]
     async fn stdout_and_stderr_interleave_only_at_line_boundaries() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("0.log");
-        let ((ow, or), (ew, er)) = (duplex(7), duplex(5));
-        let log = ContainerLog::start(path.clone(), Some(or), Some(er)).unwrap();
         let text = |tag: &str| -> Vec<u8> {
-            (0..300).flat_map(|i| format!("{tag} line {i} {}\n", "x".repeat(i % 37)).into_bytes()).collect()
+            let line = |i: usize| format!("{tag} line {i} {}\n", "x".repeat(i % 37));
+            (0..300).flat_map(|i| line(i).into_bytes()).collect()
         };
         let (out, err) = (text("out"), text("err"));
-        tokio::join!(write_then_close(ow, &out), write_then_close(ew, &err));
-        finish(&log).await;
-        let entries = read_entries(&path);
+        let entries = log_of(&out, &err).await;
         assert!(entries.iter().all(|e| !e.partial));
         assert_eq!(output_of(&entries, Stream::Stdout), out);
         assert_eq!(output_of(&entries, Stream::Stderr), err);
-        let first_err = entries.iter().position(|e| e.stream == Stream::Stderr).unwrap();
-        assert!(entries[first_err..].iter().any(|e| e.stream == Stream::Stdout), "streams were not interleaved");
+        let streams: Vec<_> = entries.iter().map(|e| e.stream).collect();
+        assert!(
+            streams.windows(2).filter(|w| w[0] != w[1]).count() > 1,
+            "not interleaved"
+        );
     }
 
     #[tokio::test]
     async fn crlf_ending_is_dropped_as_containerd_and_lone_cr_is_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("0.log");
-        let (w, r) = duplex(64);
-        let log = ContainerLog::start(path.clone(), Some(r), NO_STREAM).unwrap();
-        write_then_close(w, b"dos\r\nprogress\rdone\n").await;
-        finish(&log).await;
-        let contents: Vec<_> = read_entries(&path).into_iter().map(|e| e.content).collect();
-        assert_eq!(contents, [b"dos".to_vec(), b"progress\rdone".to_vec()]);
+        let entries = log_of(b"dos\r\nprogress\rdone\n", b"").await;
+        let contents: Vec<_> = entries.into_iter().map(|e| e.content).collect();
+        assert_eq!(contents, [&b"dos"[..], b"progress\rdone"]);
     }
 
     #[tokio::test]
     async fn last_line_without_newline_is_a_partial_entry_as_containerd() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("0.log");
-        let (w, r) = duplex(64);
-        let log = ContainerLog::start(path.clone(), NO_STREAM, Some(r)).unwrap();
-        write_then_close(w, b"one\nno newline").await;
-        finish(&log).await;
-        let entries = read_entries(&path);
-        assert_eq!(tags(&entries), [(false, 3), (true, 10)]);
-        assert_eq!(entries[1].stream, Stream::Stderr);
-        assert_eq!(output_of(&entries, Stream::Stderr), b"one\nno newline");
+        let entries = log_of(b"", b"one\nno newline").await;
+        let e = Stream::Stderr;
+        assert_eq!(tags(&entries), [(e, false, 3), (e, true, 10)]);
+        assert_eq!(output_of(&entries, e), b"one\nno newline");
     }
 
     #[tokio::test]
@@ -613,10 +659,8 @@ mod tests {
         let (with, without) = (dir.path().join("0.log"), dir.path().join("1.log"));
         let ((w1, r1), (w2, r2)) = (duplex(8), duplex(8));
         drop((w1, w2));
-        let log = ContainerLog::start(with.clone(), Some(r1), Some(r2)).unwrap();
-        finish(&log).await;
-        let log = ContainerLog::start(without.clone(), NO_STREAM, NO_STREAM).unwrap();
-        finish(&log).await;
+        finish(&ContainerLog::start(with.clone(), Some(r1), Some(r2)).unwrap()).await;
+        finish(&ContainerLog::start(without.clone(), NO_STREAM, NO_STREAM).unwrap()).await;
         for path in [with, without] {
             let meta = std::fs::metadata(&path).unwrap();
             assert_eq!(meta.len(), 0);
@@ -630,18 +674,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gone/0.log");
         let err = ContainerLog::start(path, NO_STREAM, NO_STREAM).unwrap_err();
-        assert!(err.is_not_found() && err.to_string().contains("gone/0.log"), "{err}");
-    }
-
-    fn fifo(path: &Path) -> (tokio::net::unix::pipe::Receiver, tokio::net::unix::pipe::Sender) {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-        // The read end first, so opening the write end does not fail with ENXIO.
-        let rx = tokio::net::unix::pipe::OpenOptions::new().open_receiver(path).unwrap();
-        let tx = tokio::net::unix::pipe::OpenOptions::new().open_sender(path).unwrap();
-        (rx, tx)
+        assert!(
+            err.is_not_found() && err.to_string().contains("gone/0.log"),
+            "{err}"
+        );
     }
 
     async fn eventually(what: &str, cond: impl Fn() -> bool) {
@@ -656,24 +692,38 @@ mod tests {
 
     #[tokio::test]
     async fn reopen_after_rename_sends_new_lines_to_the_new_file_and_loses_nothing() {
+        use std::os::unix::ffi::OsStrExt;
+        use tokio::net::unix::pipe;
         let dir = tempfile::tempdir().unwrap();
-        let (path, rotated) = (dir.path().join("0.log"), dir.path().join("0.log.1"));
-        let (rx, mut tx) = fifo(&dir.path().join("stdout"));
+        let (path, rotated, fifo) = (
+            dir.path().join("0.log"),
+            dir.path().join("0.log.1"),
+            dir.path().join("out"),
+        );
+        let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: `c_fifo` is a valid NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+        // The read end first, so opening the write end does not fail with ENXIO.
+        let rx = pipe::OpenOptions::new().open_receiver(&fifo).unwrap();
+        let mut tx = pipe::OpenOptions::new().open_sender(&fifo).unwrap();
         let log = ContainerLog::start(path.clone(), Some(rx), NO_STREAM).unwrap();
-        let before: Vec<u8> = (0..100).flat_map(|i| format!("before {i}\n").into_bytes()).collect();
+        let lines = |tag| {
+            (0..100)
+                .flat_map(|i| format!("{tag} {i}\n").into_bytes())
+                .collect::<Vec<_>>()
+        };
+        let (before, after) = (lines("before"), lines("after"));
         tx.write_all(&before).await.unwrap();
         tx.write_all(b"half ").await.unwrap();
         eventually("the first lines", || read_entries(&path).len() == 100).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         std::fs::rename(&path, &rotated).unwrap();
         log.reopen().await.unwrap();
-        let after: Vec<u8> = (0..100).flat_map(|i| format!("after {i}\n").into_bytes()).collect();
         tx.write_all(b"line\n").await.unwrap();
         write_then_close(tx, &after).await;
         finish(&log).await;
         assert_eq!(output_of(&read_entries(&rotated), Stream::Stdout), before);
-        let mut want = b"half line\n".to_vec();
-        want.extend(after);
+        let want = [&b"half line\n"[..], &after].concat();
         assert_eq!(output_of(&read_entries(&path), Stream::Stdout), want);
         let err = log.reopen().await.unwrap_err();
         assert!(matches!(err, CriError::FailedPrecondition(_)), "{err}");
@@ -683,10 +733,11 @@ mod tests {
     async fn rotations_under_load_keep_every_line_whole_and_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.log");
-        let ((ow, or), (ew, er)) = (duplex(4096), duplex(4096));
+        let ((mut ow, or), (mut ew, er)) = (duplex(4096), duplex(4096));
         let log = ContainerLog::start(path.clone(), Some(or), Some(er)).unwrap();
         let text = |tag: &str| -> Vec<u8> {
-            (0..5000).flat_map(|i| format!("{tag} {i} {}\n", "y".repeat(i % 200)).into_bytes()).collect()
+            let line = |i: usize| format!("{tag} {i} {}\n", "y".repeat(i % 200));
+            (0..5000).flat_map(|i| line(i).into_bytes()).collect()
         };
         let (out, err) = (text("out"), text("err"));
         // The writers pause after each fifth of the text so a rotation falls in every
@@ -694,12 +745,13 @@ mod tests {
         let (progress, mut fifths) = mpsc::channel(1);
         let writers = tokio::spawn({
             let (out, err) = (out.clone(), err.clone());
+            let fifth = |t: &[u8], k: usize| t[k * t.len() / 5..(k + 1) * t.len() / 5].to_vec();
             async move {
-                let (mut ow, mut ew) = (ow, ew);
                 for k in 0..5 {
-                    let (o, e) = (&out[k * out.len() / 5..(k + 1) * out.len() / 5], &err[k * err.len() / 5..(k + 1) * err.len() / 5]);
-                    let (a, b) = tokio::join!(ow.write_all(o), ew.write_all(e));
-                    (a.unwrap(), b.unwrap());
+                    let (o, e) = (fifth(&out, k), fifth(&err, k));
+                    let (a, b) = tokio::join!(ow.write_all(&o), ew.write_all(&e));
+                    a.unwrap();
+                    b.unwrap();
                     progress.send(()).await.unwrap();
                 }
                 (ow, ew)
@@ -708,17 +760,21 @@ mod tests {
         let mut files = Vec::new();
         for i in 0..5 {
             fifths.recv().await.unwrap();
-            let rotated = dir.path().join(format!("0.log.{i}"));
-            std::fs::rename(&path, &rotated).unwrap();
+            files.push(dir.path().join(format!("0.log.{i}")));
+            std::fs::rename(&path, &files[i]).unwrap();
             log.reopen().await.unwrap();
-            files.push(rotated);
         }
         drop(writers.await.unwrap());
         finish(&log).await;
-        files.push(path);
         // Each fifth was mostly read before its rotation: every rotated file has entries.
-        assert!(files[..5].iter().all(|f| std::fs::metadata(f).unwrap().len() > 0));
-        let all: Vec<u8> = files.iter().flat_map(|f| std::fs::read(f).unwrap()).collect();
+        assert!(files
+            .iter()
+            .all(|f| std::fs::metadata(f).unwrap().len() > 0));
+        files.push(path);
+        let all: Vec<u8> = files
+            .iter()
+            .flat_map(|f| std::fs::read(f).unwrap())
+            .collect();
         let entries = entries_of(&all);
         assert_eq!(output_of(&entries, Stream::Stdout), out);
         assert_eq!(output_of(&entries, Stream::Stderr), err);
@@ -734,7 +790,8 @@ mod tests {
         eventually("the first line", || read_entries(&path).len() == 1).await;
         log.stop();
         finish(&log).await;
-        assert_eq!(output_of(&read_entries(&path), Stream::Stdout), b"done\nunfinished");
+        let out = output_of(&read_entries(&path), Stream::Stdout);
+        assert_eq!(out, b"done\nunfinished");
         drop(w);
     }
 }
