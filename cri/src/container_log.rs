@@ -182,25 +182,20 @@ fn take_pieces(pending: &mut Vec<u8>, max: usize, eof: bool, out: &mut Vec<Piece
     pending.drain(..start + cut);
 }
 
-/// The CRI bytes of one entry, stamped now.
-fn encode(stream: Stream, piece: &Piece) -> Vec<u8> {
-    let head = format!(
-        "{} {} {} ",
-        format_rfc3339_nano(OffsetDateTime::now_utc()),
-        stream.as_str(),
-        if piece.partial { 'P' } else { 'F' }
-    );
-    let mut entry = Vec::with_capacity(head.len() + piece.content.len() + 1);
-    entry.extend_from_slice(head.as_bytes());
-    entry.extend_from_slice(&piece.content);
-    entry.push(b'\n');
-    entry
+/// Appends the CRI bytes of one entry, stamped now. Stamping when the entry is written,
+/// as containerd does, keeps the timestamps in file order across the two streams.
+fn encode(stream: Stream, piece: &Piece, out: &mut Vec<u8>) {
+    let now = format_rfc3339_nano(OffsetDateTime::now_utc());
+    let tag = if piece.partial { 'P' } else { 'F' };
+    out.extend_from_slice(format!("{now} {} {tag} ", stream.as_str()).as_bytes());
+    out.extend_from_slice(&piece.content);
+    out.push(b'\n');
 }
 
 type Reader = Box<dyn AsyncRead + Send + Unpin>;
 
 enum Msg {
-    Entry(Vec<u8>),
+    Entry(Stream, Piece),
     Reopen(oneshot::Sender<Result<()>>),
 }
 
@@ -232,7 +227,8 @@ impl ContainerLog {
     /// Opens (creates, appends, mode 0640; the parent directory must exist) `path` and
     /// starts copying the given streams into it; returns at once. A stream that is
     /// `None` (stderr of a TTY container) is simply absent: pass `None::<tokio::fs::File>`.
-    /// Must be called inside a tokio runtime.
+    /// Must be called inside a tokio runtime. A FIFO's read end must be opened while a
+    /// writer holds it (the shim, once the task exists): without one a read is EOF.
     pub fn start(
         path: PathBuf,
         stdout: Option<impl AsyncRead + Send + Unpin + 'static>,
@@ -376,11 +372,7 @@ async fn copy_stream(
         }
         take_pieces(&mut pending, max_line, n == 0, &mut pieces);
         for piece in pieces.drain(..) {
-            if queue
-                .send(Msg::Entry(encode(stream, &piece)))
-                .await
-                .is_err()
-            {
+            if queue.send(Msg::Entry(stream, piece)).await.is_err() {
                 return;
             }
         }
@@ -405,7 +397,7 @@ async fn write_entries(
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Entry(e) => batch.extend_from_slice(&e),
+                Msg::Entry(stream, piece) => encode(stream, &piece, &mut batch),
                 Msg::Reopen(reply) => {
                     reopen = Some(reply);
                     break;
@@ -628,6 +620,10 @@ mod tests {
         let (out, err) = (text("out"), text("err"));
         let entries = log_of(&out, &err).await;
         assert!(entries.iter().all(|e| !e.partial));
+        assert!(
+            entries.windows(2).all(|w| w[0].time <= w[1].time),
+            "stamped out of order"
+        );
         assert_eq!(output_of(&entries, Stream::Stdout), out);
         assert_eq!(output_of(&entries, Stream::Stderr), err);
         let streams: Vec<_> = entries.iter().map(|e| e.stream).collect();
@@ -680,6 +676,12 @@ mod tests {
         );
     }
 
+    /// Complete entries in a file being written: a poll may see a write half done.
+    fn lines_in(path: &Path) -> usize {
+        let bytes = std::fs::read(path).unwrap();
+        bytes.iter().filter(|b| **b == b'\n').count()
+    }
+
     async fn eventually(what: &str, cond: impl Fn() -> bool) {
         for _ in 0..500 {
             if cond() {
@@ -715,7 +717,7 @@ mod tests {
         let (before, after) = (lines("before"), lines("after"));
         tx.write_all(&before).await.unwrap();
         tx.write_all(b"half ").await.unwrap();
-        eventually("the first lines", || read_entries(&path).len() == 100).await;
+        eventually("the first lines", || lines_in(&path) == 100).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         std::fs::rename(&path, &rotated).unwrap();
         log.reopen().await.unwrap();
@@ -740,9 +742,10 @@ mod tests {
             (0..5000).flat_map(|i| line(i).into_bytes()).collect()
         };
         let (out, err) = (text("out"), text("err"));
-        // The writers pause after each fifth of the text so a rotation falls in every
-        // fifth, while the next fifth is already being written.
+        // The writers pause after each fifth of the text until it is rotated; what is
+        // still in the pipes and the queue then meets the rotation.
         let (progress, mut fifths) = mpsc::channel(1);
+        let (rotated, mut rotations) = mpsc::channel(1);
         let writers = tokio::spawn({
             let (out, err) = (out.clone(), err.clone());
             let fifth = |t: &[u8], k: usize| t[k * t.len() / 5..(k + 1) * t.len() / 5].to_vec();
@@ -753,6 +756,7 @@ mod tests {
                     a.unwrap();
                     b.unwrap();
                     progress.send(()).await.unwrap();
+                    rotations.recv().await.unwrap();
                 }
                 (ow, ew)
             }
@@ -763,6 +767,7 @@ mod tests {
             files.push(dir.path().join(format!("0.log.{i}")));
             std::fs::rename(&path, &files[i]).unwrap();
             log.reopen().await.unwrap();
+            rotated.send(()).await.unwrap();
         }
         drop(writers.await.unwrap());
         finish(&log).await;
@@ -786,8 +791,11 @@ mod tests {
         let path = dir.path().join("0.log");
         let (mut w, r) = duplex(64);
         let log = ContainerLog::start(path.clone(), Some(r), NO_STREAM).unwrap();
-        w.write_all(b"done\nunfinished").await.unwrap();
-        eventually("the first line", || read_entries(&path).len() == 1).await;
+        w.write_all(b"done\n").await.unwrap();
+        eventually("the first line", || lines_in(&path) == 1).await;
+        w.write_all(b"unfinished").await.unwrap();
+        // Time for the reader to take it: stop keeps what was read, not what is pending.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         log.stop();
         finish(&log).await;
         let out = output_of(&read_entries(&path), Stream::Stdout);
