@@ -258,11 +258,9 @@ impl ContainerLog {
         let (tx, rx) = mpsc::channel(QUEUE_ENTRIES);
         let (done_tx, done) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
-        let boxed = |r| Box::new(r) as Reader;
-        for (reader, stream) in [
-            (stdout.map(boxed), Stream::Stdout),
-            (stderr.map(|r| Box::new(r) as Reader), Stream::Stderr),
-        ] {
+        let stdout = stdout.map(|r| Box::new(r) as Reader);
+        let stderr = stderr.map(|r| Box::new(r) as Reader);
+        for (reader, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
             if let Some(r) = reader {
                 let copy = copy_stream(r, stream, max_line.max(1), tx.clone(), stop_rx.clone());
                 runtime.spawn(copy);
