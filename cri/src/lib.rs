@@ -14,8 +14,10 @@ pub mod api {
     tonic::include_proto!("runtime.v1");
 }
 
+pub mod cgroup_stats;
 pub mod config;
 pub mod container;
+pub mod container_log;
 pub mod containerd;
 pub mod content;
 pub mod engine;
