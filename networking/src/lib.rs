@@ -10,3 +10,5 @@
 
 pub mod cni_config;
 pub mod netns;
+pub mod dns;
+pub mod hosts_file;
