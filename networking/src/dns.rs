@@ -44,7 +44,14 @@ mod tests {
 
     #[test]
     fn resolv_conf_table() {
-        let cases: &[(&[&str], &[&str], &[&str], &str)] = &[
+        // (servers, searches, options, resolv.conf)
+        type Case = (
+            &'static [&'static str],
+            &'static [&'static str],
+            &'static [&'static str],
+            &'static str,
+        );
+        let cases: &[Case] = &[
             (&[], &[], &[], ""),
             (&["10.0.0.10"], &[], &[], "nameserver 10.0.0.10\n"),
             (

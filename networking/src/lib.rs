@@ -8,7 +8,8 @@
 //! decides when to call it and where the files go. The API is synchronous; async callers
 //! use `spawn_blocking`.
 
+pub mod cni;
 pub mod cni_config;
-pub mod netns;
 pub mod dns;
 pub mod hosts_file;
+pub mod netns;
