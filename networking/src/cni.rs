@@ -8,143 +8,29 @@
 //! and after the namespace is gone. The loopback interface is not CNI's job here:
 //! [`crate::netns::create`] brings `lo` up.
 
+mod attachment;
+mod cache;
 mod exec;
 mod result;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::cni_config::{self, CniConfigError, NetworkConfigList};
-use crate::hosts_file::write_atomically;
+use attachment::validate;
+pub use attachment::{Attachment, Bandwidth, PortMapping, Protocol};
+use cache::{CacheEntry, Cached};
 pub use exec::PluginFailure;
 pub use result::{CniResult, Dns, Interface, IpConfig, IpPrefix, Route};
 
 pub const DEFAULT_IFNAME: &str = "eth0";
 /// How long one plugin may run before it is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-const CACHE_KIND: &str = "cniCacheV1";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-/// One `portMappings` capability entry, as the portmap plugin reads it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PortMapping {
-    pub host_port: u16,
-    pub container_port: u16,
-    pub protocol: Protocol,
-    /// Empty for all host addresses.
-    #[serde(rename = "hostIP", skip_serializing_if = "String::is_empty")]
-    pub host_ip: String,
-}
-
-/// The `bandwidth` capability (bits per second and bits), as the bandwidth plugin reads it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Bandwidth {
-    pub ingress_rate: u64,
-    pub ingress_burst: u64,
-    pub egress_rate: u64,
-    pub egress_burst: u64,
-}
-
-/// One sandbox's attachment to the network: the runtime arguments of a plugin run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Attachment {
-    pub container_id: String,
-    /// The pinned network namespace; passed on DEL even when it is already gone.
-    pub netns: PathBuf,
-    pub ifname: String,
-    /// CNI_ARGS, in order.
-    pub args: Vec<(String, String)>,
-    pub port_mappings: Vec<PortMapping>,
-    pub bandwidth: Option<Bandwidth>,
-    /// Further capability args by name, for plugins that declare them.
-    pub capabilities: BTreeMap<String, Value>,
-}
-
-impl Default for Attachment {
-    fn default() -> Self {
-        Attachment {
-            container_id: String::new(),
-            netns: PathBuf::new(),
-            ifname: DEFAULT_IFNAME.to_string(),
-            args: Vec::new(),
-            port_mappings: Vec::new(),
-            bandwidth: None,
-            capabilities: BTreeMap::new(),
-        }
-    }
-}
-
-impl Attachment {
-    pub fn new(container_id: impl Into<String>, netns: impl Into<PathBuf>) -> Self {
-        Attachment {
-            container_id: container_id.into(),
-            netns: netns.into(),
-            ..Default::default()
-        }
-    }
-
-    /// The CNI_ARGS containerd's CRI passes for a pod sandbox. IgnoreUnknown lets plugins
-    /// that know none of the K8S_ keys accept them.
-    pub fn for_pod(
-        sandbox_id: &str,
-        netns: impl Into<PathBuf>,
-        pod_namespace: &str,
-        pod_name: &str,
-        pod_uid: &str,
-    ) -> Self {
-        let args = [
-            ("IgnoreUnknown", "1"),
-            ("K8S_POD_NAMESPACE", pod_namespace),
-            ("K8S_POD_NAME", pod_name),
-            ("K8S_POD_INFRA_CONTAINER_ID", sandbox_id),
-            ("K8S_POD_UID", pod_uid),
-        ];
-        Attachment {
-            args: args
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Attachment::new(sandbox_id, netns)
-        }
-    }
-
-    fn capability_args(&self) -> Map<String, Value> {
-        let mut caps: Map<String, Value> = self
-            .capabilities
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        // Host port 0 means "not published" in CRI; containerd drops those mappings.
-        let ports: Vec<&PortMapping> = self
-            .port_mappings
-            .iter()
-            .filter(|p| p.host_port != 0)
-            .collect();
-        caps.insert("portMappings".into(), serde_json::json!(ports));
-        if let Some(bw) = &self.bandwidth {
-            caps.insert("bandwidth".into(), serde_json::json!(bw));
-        }
-        caps
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
@@ -202,43 +88,6 @@ pub enum CniError {
 }
 
 pub type Result<T, E = CniError> = std::result::Result<T, E>;
-
-/// libcni's cache record; `config` is the network list document, base64 as Go writes
-/// a `[]byte`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CacheEntry {
-    kind: String,
-    container_id: String,
-    config: String,
-    if_name: String,
-    network_name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    netns: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    cni_args: Vec<(String, String)>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    capability_args: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    result: Option<Value>,
-}
-
-impl CacheEntry {
-    fn config_list(&self, path: &Path) -> Option<NetworkConfigList> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&self.config)
-            .ok()?;
-        let doc: Value = serde_json::from_slice(&bytes).ok()?;
-        NetworkConfigList::from_json(&doc, path)
-    }
-}
-
-/// A usable cache entry with the network list it recorded.
-struct Cached {
-    path: PathBuf,
-    entry: CacheEntry,
-    list: NetworkConfigList,
-}
 
 /// The arguments of one run of the chain.
 struct Run<'a> {
@@ -298,21 +147,11 @@ impl Cni {
         let _span =
             tracing::info_span!("cni_add", network = %list.name, container = %a.container_id)
                 .entered();
-        let path = self.cache_path(&list.name, a);
-        let mut entry = CacheEntry {
-            kind: CACHE_KIND.into(),
-            container_id: a.container_id.clone(),
-            config: base64::engine::general_purpose::STANDARD.encode(list.to_json().to_string()),
-            if_name: a.ifname.clone(),
-            network_name: list.name.clone(),
-            netns: a.netns.to_string_lossy().into_owned(),
-            cni_args: a.args.clone(),
-            capability_args: caps.clone(),
-            result: None,
-        };
+        let path = cache::path(&self.cache_dir, &list.name, a);
+        let mut entry = CacheEntry::new(a, &list, &caps);
         // Recorded before the first plugin runs: after a crash mid-chain, DEL still finds
         // the exact config that was used.
-        write_cache(&path, &entry)?;
+        cache::write(&path, &entry)?;
 
         let mut prev: Option<Value> = None;
         let mut outcome = Ok(());
@@ -341,7 +180,7 @@ impl Cni {
         let failed = match parsed {
             Ok(result) => {
                 entry.result = Some(result.raw().clone());
-                match write_cache(&path, &entry) {
+                match cache::write(&path, &entry) {
                     Ok(()) => return Ok(result),
                     Err(e) => e,
                 }
@@ -351,7 +190,11 @@ impl Cni {
         tracing::warn!(error = %failed, "CNI ADD failed, rolling back");
         match self.del_chain(&run, prev.as_ref()) {
             Ok(()) => {
-                remove_cache(&path)?;
+                // Nothing is attached any more; a stale entry would only cause a DEL that
+                // finds nothing, so the ADD error is the one to report.
+                if let Err(e) = cache::remove(&path) {
+                    tracing::warn!(error = %e, "after rollback");
+                }
                 Err(CniError::AddRolledBack {
                     failed: Box::new(failed),
                 })
@@ -370,7 +213,7 @@ impl Cni {
     pub fn del(&self, a: &Attachment) -> Result<()> {
         validate(a, None)?;
         let _span = tracing::info_span!("cni_del", container = %a.container_id).entered();
-        let (entries, unreadable) = self.cached_entries(a)?;
+        let (entries, unreadable) = cache::entries(&self.cache_dir, a)?;
         if entries.is_empty() {
             let list = self.network()?;
             let caps = a.capability_args();
@@ -394,12 +237,12 @@ impl Cni {
                 caps: &entry.capability_args,
             };
             self.del_chain(&run, entry.result.as_ref())?;
-            remove_cache(path)?;
+            cache::remove(path)?;
         }
         // Entries that could not be read were reported at lookup; DEL went through
         // without them, as libcni does when its cached result is unusable.
         for path in unreadable {
-            remove_cache(&path)?;
+            cache::remove(&path)?;
         }
         Ok(())
     }
@@ -414,8 +257,7 @@ impl Cni {
                 version: list.cni_version.clone(),
             });
         }
-        let cached = self
-            .cached_entries(a)?
+        let cached = cache::entries(&self.cache_dir, a)?
             .0
             .into_iter()
             .find(|c| c.entry.network_name == list.name)
@@ -447,76 +289,11 @@ impl Cni {
     /// The result ADD cached for this attachment (e.g. the pod IPs after a restart).
     pub fn cached_result(&self, a: &Attachment) -> Result<Option<CniResult>> {
         validate(a, None)?;
-        let (entries, _) = self.cached_entries(a)?;
+        let (entries, _) = cache::entries(&self.cache_dir, a)?;
         Ok(entries
             .into_iter()
             .filter_map(|c| c.entry.result)
             .find_map(|r| CniResult::parse(r).ok()))
-    }
-
-    fn cache_path(&self, network: &str, a: &Attachment) -> PathBuf {
-        self.cache_dir
-            .join("results")
-            .join(format!("{network}-{}-{}", a.container_id, a.ifname))
-    }
-
-    /// The cache entries of this container and interface, whatever network they are for
-    /// (the config may have changed since ADD); and the paths of matching entries that
-    /// cannot be used.
-    fn cached_entries(&self, a: &Attachment) -> Result<(Vec<Cached>, Vec<PathBuf>)> {
-        let dir = self.cache_dir.join("results");
-        let read = match fs::read_dir(&dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((vec![], vec![])),
-            Err(source) => {
-                return Err(CniError::Cache {
-                    action: "list",
-                    path: dir,
-                    source,
-                })
-            }
-        };
-        let suffix = format!("-{}-{}", a.container_id, a.ifname);
-        let mut paths: Vec<PathBuf> = read
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with(&suffix) && n.len() > suffix.len())
-            })
-            .collect();
-        paths.sort();
-        let (mut good, mut bad) = (Vec::new(), Vec::new());
-        for path in paths {
-            let entry = fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok());
-            match entry {
-                Some(e) if e.container_id == a.container_id && e.if_name == a.ifname => {
-                    if e.kind != CACHE_KIND {
-                        tracing::warn!(path = %path.display(), kind = %e.kind, "CNI cache entry of unknown kind");
-                        bad.push(path);
-                    } else if let Some(list) = e.config_list(&path) {
-                        good.push(Cached {
-                            path,
-                            entry: e,
-                            list,
-                        });
-                    } else {
-                        tracing::warn!(path = %path.display(), "CNI cache entry without a usable config");
-                        bad.push(path);
-                    }
-                }
-                // Another container whose id ends the same way.
-                Some(_) => {}
-                None => {
-                    tracing::warn!(path = %path.display(), "unreadable CNI cache entry");
-                    bad.push(path);
-                }
-            }
-        }
-        Ok((good, bad))
     }
 
     /// DEL on every plugin, last first. prevResult only from spec 0.4.0 on, as libcni.
@@ -642,64 +419,5 @@ fn version_at_least(version: &str, min: (u64, u64, u64)) -> bool {
         (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => (a, b, c) >= min,
         (Some(Ok(a)), Some(Ok(b)), None) => (a, b, 0) >= min,
         _ => false,
-    }
-}
-
-/// Names as libcni validates them: they become parts of file names and iptables comments.
-fn valid_id(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-fn validate(a: &Attachment, network: Option<&str>) -> Result<()> {
-    let invalid = |reason: String| CniError::InvalidAttachment {
-        container_id: a.container_id.clone(),
-        reason,
-    };
-    if !valid_id(&a.container_id) {
-        return Err(invalid(
-            "container id must be [a-zA-Z0-9][a-zA-Z0-9_.-]*".into(),
-        ));
-    }
-    // IFNAMSIZ is 16 with the NUL.
-    let ifname_ok = !a.ifname.is_empty()
-        && a.ifname.len() <= 15
-        && a.ifname != "."
-        && a.ifname != ".."
-        && !a
-            .ifname
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace());
-    if !ifname_ok {
-        return Err(invalid(format!("invalid interface name {:?}", a.ifname)));
-    }
-    if let Some(n) = network.filter(|n| !valid_id(n)) {
-        return Err(invalid(format!("invalid network name {n:?}")));
-    }
-    Ok(())
-}
-
-fn write_cache(path: &Path, entry: &CacheEntry) -> Result<()> {
-    let io_err = |source| CniError::Cache {
-        action: "write",
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io_err)?;
-    }
-    let bytes = serde_json::to_vec(entry).map_err(|e| io_err(e.into()))?;
-    write_atomically(path, &bytes, 0o600).map_err(io_err)
-}
-
-fn remove_cache(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CniError::Cache {
-            action: "remove",
-            path: path.to_path_buf(),
-            source: e,
-        }),
-        _ => Ok(()),
     }
 }

@@ -2,8 +2,10 @@
 //! stdin and print what the test tells them to.
 
 use super::*;
+use base64::Engine as _;
 use serde_json::json;
 use std::collections::HashMap;
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 struct Fake {
