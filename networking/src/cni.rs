@@ -233,7 +233,13 @@ impl Cni {
                 container_id: &a.container_id,
                 netns: &a.netns,
                 ifname: &a.ifname,
-                args: &entry.cni_args,
+                // What ADD saw, as libcni's cached config; an entry without args
+                // (written by another tool) falls back to the caller's.
+                args: if entry.cni_args.is_empty() {
+                    &a.args
+                } else {
+                    &entry.cni_args
+                },
                 caps: &entry.capability_args,
             };
             self.del_chain(&run, entry.result.as_ref())?;
