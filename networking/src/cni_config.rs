@@ -14,6 +14,8 @@ pub struct NetworkConfigList {
     pub cni_version: String,
     /// The plugin configurations, in chain order.
     pub plugins: Vec<Value>,
+    /// The list's `disableCheck`: CHECK is skipped for this network.
+    pub disable_check: bool,
     pub source: PathBuf,
 }
 
@@ -24,6 +26,38 @@ impl NetworkConfigList {
             .iter()
             .filter_map(|p| p["type"].as_str().map(str::to_string))
             .collect()
+    }
+
+    /// The list as a `.conflist` document, the form libcni keeps in its result cache.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "cniVersion": self.cni_version,
+            "name": self.name,
+            "disableCheck": self.disable_check,
+            "plugins": self.plugins,
+        })
+    }
+
+    /// A list from a parsed `.conflist` (or single-plugin `.conf`) document, if valid.
+    pub fn from_json(v: &Value, source: &Path) -> Option<NetworkConfigList> {
+        let name = v["name"].as_str()?.to_string();
+        let cni_version = v["cniVersion"].as_str().unwrap_or("0.4.0").to_string();
+        let plugins = match v.get("plugins") {
+            Some(Value::Array(p)) if !p.is_empty() => p.clone(),
+            Some(_) => return None,
+            None if v.get("type").is_some() => vec![v.clone()],
+            None => return None,
+        };
+        if plugins.iter().any(|p| p["type"].as_str().is_none()) {
+            return None;
+        }
+        Some(NetworkConfigList {
+            name,
+            cni_version,
+            plugins,
+            disable_check: v["disableCheck"].as_bool().unwrap_or(false),
+            source: source.to_path_buf(),
+        })
     }
 }
 
@@ -69,23 +103,7 @@ pub fn load_first(dir: &Path) -> Result<NetworkConfigList, CniConfigError> {
 
 fn parse(text: &str, source: &Path) -> Option<NetworkConfigList> {
     let v: Value = serde_json::from_str(text).ok()?;
-    let name = v["name"].as_str()?.to_string();
-    let cni_version = v["cniVersion"].as_str().unwrap_or("0.4.0").to_string();
-    let plugins = match v.get("plugins") {
-        Some(Value::Array(p)) if !p.is_empty() => p.clone(),
-        Some(_) => return None,
-        None if v.get("type").is_some() => vec![v.clone()],
-        None => return None,
-    };
-    if plugins.iter().any(|p| p["type"].as_str().is_none()) {
-        return None;
-    }
-    Some(NetworkConfigList {
-        name,
-        cni_version,
-        plugins,
-        source: source.to_path_buf(),
-    })
+    NetworkConfigList::from_json(&v, source)
 }
 
 /// The plugin binaries of `list` that none of `bin_dirs` holds.
@@ -142,6 +160,20 @@ mod tests {
         let list = load_first(&dir).expect("a config");
         assert_eq!(list.plugin_types(), vec!["loopback"]);
         let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn to_json_round_trips() {
+        let list = parse(
+            r#"{"cniVersion":"1.0.0","name":"n","disableCheck":true,"plugins":[{"type":"bridge","bridge":"b0"}]}"#,
+            Path::new("x"),
+        )
+        .expect("valid");
+        assert!(list.disable_check);
+        assert_eq!(
+            NetworkConfigList::from_json(&list.to_json(), Path::new("x")),
+            Some(list)
+        );
     }
 
     #[test]
