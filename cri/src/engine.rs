@@ -43,11 +43,11 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(ctd: Containerd, config: CriConfig, images: Arc<Images>) -> Self {
-        let cni = Cni {
-            conf_dir: config.cni_conf_dir.clone(),
-            bin_dirs: config.cni_bin_dirs.clone(),
-            cache_dir: config.root_dir.join("cni-results"),
-        };
+        let cni = Cni::new(
+            config.cni_conf_dir.clone(),
+            config.cni_bin_dirs.clone(),
+            config.root_dir.join("cni"),
+        );
         Engine {
             ctd: ctd.clone(),
             config,

@@ -194,7 +194,7 @@ impl Engine {
             .await
             .map_err(|e| CriError::Internal(format!("CNI ADD: {e}")))?
             .map_err(|e| CriError::Internal(format!("set up the pod network (CNI ADD): {e}")))?;
-        Ok(result.ips())
+        Ok(result.ips().iter().map(|ip| ip.to_string()).collect())
     }
 
     /// The CNI attachment of a sandbox, as containerd's CRI describes it to plugins.
@@ -209,27 +209,22 @@ impl Engine {
                 host_port: p.host_port as u16,
                 container_port: p.container_port as u16,
                 protocol: match api::Protocol::try_from(p.protocol) {
-                    Ok(api::Protocol::Udp) => "udp",
-                    Ok(api::Protocol::Sctp) => "sctp",
-                    _ => "tcp",
-                }
-                .to_string(),
+                    Ok(api::Protocol::Udp) => cni::Protocol::Udp,
+                    Ok(api::Protocol::Sctp) => cni::Protocol::Sctp,
+                    _ => cni::Protocol::Tcp,
+                },
                 host_ip: p.host_ip.clone(),
             })
             .collect();
-        cni::Attachment {
-            container_id: sb.id.clone(),
-            netns: self.sandbox_paths(&sb.id).ns_dir().join("net"),
-            ifname: "eth0".to_string(),
-            args: vec![
-                ("IgnoreUnknown".to_string(), "1".to_string()),
-                ("K8S_POD_NAMESPACE".to_string(), m.namespace),
-                ("K8S_POD_NAME".to_string(), m.name),
-                ("K8S_POD_INFRA_CONTAINER_ID".to_string(), sb.id.clone()),
-                ("K8S_POD_UID".to_string(), m.uid),
-            ],
-            port_mappings,
-        }
+        let mut a = cni::Attachment::for_pod(
+            &sb.id,
+            self.sandbox_paths(&sb.id).ns_dir().join("net"),
+            &m.namespace,
+            &m.name,
+            &m.uid,
+        );
+        a.port_mappings = port_mappings;
+        a
     }
 
     /// Releases the network, namespaces and /dev/shm of a sandbox. Idempotent; CNI DEL
