@@ -150,6 +150,25 @@ fn bind(
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(invalid("id-mapped mounts are not supported".into()));
     }
+    // As containerd: a read-only rootfs does not make the mounts read-only.
+    let access = match (m.readonly, m.recursive_read_only) {
+        (true, true) => {
+            if m.propagation != MountPropagation::PropagationPrivate as i32 {
+                return Err(invalid(
+                    "recursive read-only needs Private propagation".into(),
+                ));
+            }
+            if !host.recursive_read_only_mounts {
+                return Err(invalid(
+                    "the runtime does not support recursive read-only mounts".into(),
+                ));
+            }
+            "rro"
+        }
+        (true, false) => "ro",
+        (false, true) => return Err(invalid("recursive read-only needs readonly".into())),
+        (false, false) => "rw",
+    };
     let src = Path::new(&m.host_path);
     let mut options = vec!["rbind".to_string()];
     let mut rootfs = None;
@@ -177,25 +196,7 @@ fn bind(
         // PRIVATE, and unknown values as containerd (which only warns).
         _ => options.push("rprivate".into()),
     }
-    // As containerd: a read-only rootfs does not make the mounts read-only.
-    match (m.readonly, m.recursive_read_only) {
-        (true, true) => {
-            if m.propagation != MountPropagation::PropagationPrivate as i32 {
-                return Err(invalid(
-                    "recursive read-only needs Private propagation".into(),
-                ));
-            }
-            if !host.recursive_read_only_mounts {
-                return Err(invalid(
-                    "the runtime does not support recursive read-only mounts".into(),
-                ));
-            }
-            options.push("rro".into());
-        }
-        (true, false) => options.push("ro".into()),
-        (false, true) => return Err(invalid("recursive read-only needs readonly".into())),
-        (false, false) => options.push("rw".into()),
-    }
+    options.push(access.into());
     options.extend(m.mount_options.iter().cloned());
     let mut out = Mount::default();
     out.set_destination(PathBuf::from(&m.container_path));
@@ -227,7 +228,8 @@ pub(super) fn mounts(
         .into_iter()
         .filter(|m| {
             let d = clean(&m.destination().to_string_lossy());
-            !dests.contains(&d) && !(dev_mounted && d.starts_with("/dev/"))
+            let under_dev = dev_mounted && d.starts_with("/dev/");
+            !(dests.contains(&d) || under_dev)
         })
         .collect();
     let mut propagation: Option<String> = None;
