@@ -110,6 +110,22 @@ fn ambient_capabilities_are_added_to_every_set() {
 }
 
 #[test]
+fn every_capability_parses_from_its_oci_name() {
+    let names: Vec<String> = ALL_CAPABILITIES
+        .iter()
+        .map(|c| {
+            serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        })
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (b, ..) = caps(&with_caps(&names, &[], &[]).spec());
+    assert_eq!(b, set(&ALL_CAPABILITIES));
+}
+
+#[test]
 fn unknown_capability_is_invalid_argument() {
     let msg = with_caps(&["NET_WIZARD"], &[], &[]).invalid();
     assert!(

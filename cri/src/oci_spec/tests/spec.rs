@@ -375,6 +375,20 @@ fn serializes_to_the_json_runc_reads() {
         clone["args"][0],
         serde_json::json!({"index": 0, "value": 2114060288u64, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"})
     );
+    fn no_nulls(v: &serde_json::Value, at: &str) {
+        match v {
+            serde_json::Value::Null => panic!("null at {at}"),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| no_nulls(x, &format!("{at}[{i}]"))),
+            serde_json::Value::Object(o) => o
+                .iter()
+                .for_each(|(k, x)| no_nulls(x, &format!("{at}.{k}"))),
+            _ => {}
+        }
+    }
+    no_nulls(&v, "spec");
     // And it reads back unchanged (what runc's decoder sees is what we built).
     let back: Spec = serde_json::from_value(v).expect("deserialize");
     assert_eq!(back, spec);
