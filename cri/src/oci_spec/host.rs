@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ::oci_spec::runtime::{Capability, LinuxDeviceType};
 
+use super::security::ALL_CAPABILITIES;
 use crate::error::{CriError, Result};
 
 /// Facts about the node, gathered once by the caller.
@@ -177,6 +178,42 @@ pub(super) fn propagation_in(mountinfo: &str, path: &Path) -> Option<HostPropaga
         }
     }
     best.map(|(_, p)| p)
+}
+
+/// The capabilities set in a kernel mask (bit n is capability n, as /proc/PID/status
+/// prints CapEff).
+pub fn capabilities_from_mask(mask: u64) -> Vec<Capability> {
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+impl FsHost {
+    /// The agent's effective capabilities, for [`HostFacts::capabilities`].
+    pub fn effective_capabilities() -> Result<Vec<Capability>> {
+        let status = fs::read_to_string("/proc/self/status")
+            .map_err(|e| io_error("read /proc/self/status".into(), e))?;
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(str::trim)
+            .ok_or_else(|| CriError::Internal("/proc/self/status has no CapEff".into()))?;
+        let mask = u64::from_str_radix(hex, 16)
+            .map_err(|e| CriError::Internal(format!("/proc/self/status: CapEff {hex:?}: {e}")))?;
+        Ok(capabilities_from_mask(mask))
+    }
+
+    /// The agent's oom_score_adj, for [`HostFacts::min_oom_score_adj`].
+    pub fn oom_score_adj() -> Result<i32> {
+        let text = fs::read_to_string("/proc/self/oom_score_adj")
+            .map_err(|e| io_error("read /proc/self/oom_score_adj".into(), e))?;
+        text.trim().parse().map_err(|e| {
+            CriError::Internal(format!("/proc/self/oom_score_adj {:?}: {e}", text.trim()))
+        })
+    }
 }
 
 impl HostLookup for FsHost {

@@ -25,7 +25,9 @@ use ::oci_spec::runtime::{
     LinuxSeccomp, Process, Root, Spec, User,
 };
 
-pub use host::{FsHost, HostDevice, HostFacts, HostLookup, HostPropagation};
+pub use host::{
+    capabilities_from_mask, FsHost, HostDevice, HostFacts, HostLookup, HostPropagation,
+};
 pub use process::{image_defaults_from_config, ImageProcessDefaults};
 pub use security::{parse_seccomp, ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
 

@@ -28,8 +28,7 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
-/// Every capability oci-spec knows, for callers that want "all" rather than the
-/// agent's own set.
+/// Every capability oci-spec knows, in kernel bit order (CAP_CHOWN is bit 0).
 pub const ALL_CAPABILITIES: [Capability; 41] = [
     Capability::Chown,
     Capability::DacOverride,

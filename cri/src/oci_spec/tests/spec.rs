@@ -430,3 +430,20 @@ fn fs_host_reads_dev_null() {
         Err(CriError::NotFound(_))
     ));
 }
+
+#[test]
+fn capability_masks_use_kernel_bit_order() {
+    // runc's bounding set for the default capabilities, as /proc/self/status shows it.
+    let mut got = capabilities_from_mask(0xa80425fb);
+    let mut want = DEFAULT_CAPABILITIES.to_vec();
+    let key = |c: &Capability| format!("{c:?}");
+    got.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_eq!(got, want);
+    // This agent's host: everything but CAP_SYS_RESOURCE (bit 24).
+    let host = capabilities_from_mask(0x1fffeffffff);
+    assert_eq!(host.len(), 40);
+    assert!(!host.contains(&Capability::SysResource));
+    assert!(FsHost::oom_score_adj().is_ok_and(|v| (-1000..=1000).contains(&v)));
+    assert!(FsHost::effective_capabilities().is_ok());
+}
