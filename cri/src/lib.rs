@@ -27,6 +27,7 @@ pub mod grpc;
 pub mod hosts;
 pub mod image_pull;
 pub mod images;
+pub mod oci_spec;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
