@@ -94,31 +94,6 @@ impl Engine {
     }
 }
 
-/// The agent's effective capabilities (CapEff of /proc/self/status), as containerd's
-/// cap.Current(): what privileged containers get.
-fn own_capabilities() -> &'static [Capability] {
-    static CAPS: OnceLock<Vec<Capability>> = OnceLock::new();
-    CAPS.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let mask = status
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-            .unwrap_or(0);
-        caps_from_mask(mask)
-    })
-}
-
-/// Capabilities by bit number: ALL_CAPABILITIES is in the kernel's numbering.
-fn caps_from_mask(mask: u64) -> Vec<Capability> {
-    oci_spec::ALL_CAPABILITIES
-        .iter()
-        .enumerate()
-        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
-        .map(|(_, c)| *c)
-        .collect()
-}
-
 /// Whether the memory controller accounts swap (memory.memsw.* on v1, memory.swap.* on
 /// v2): only then can a swap limit be set.
 fn swap_accounting() -> bool {
@@ -126,17 +101,8 @@ fn swap_accounting() -> bool {
         || std::path::Path::new("/sys/fs/cgroup/memory.swap.max").exists()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capability_bits_follow_the_kernel_numbering() {
-        // CAP_CHOWN = 0, CAP_KILL = 5, CAP_SYS_ADMIN = 21.
-        let caps = caps_from_mask((1 << 0) | (1 << 5) | (1 << 21));
-        assert_eq!(
-            caps,
-            vec![Capability::Chown, Capability::Kill, Capability::SysAdmin]
-        );
-    }
+/// The agent's effective capabilities, read once: what privileged containers get.
+fn own_capabilities() -> &'static [Capability] {
+    static CAPS: OnceLock<Vec<Capability>> = OnceLock::new();
+    CAPS.get_or_init(|| oci_spec::FsHost::effective_capabilities().unwrap_or_default())
 }

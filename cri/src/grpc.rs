@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use base64::Engine;
+use base64::Engine as _;
 use futures::{Stream, StreamExt};
 use oci_client::secrets::RegistryAuth;
 use tonic::{Request, Response, Status};

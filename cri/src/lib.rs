@@ -18,6 +18,7 @@ pub mod cgroup_stats;
 pub mod config;
 pub mod container;
 pub mod container_log;
+pub mod container_spec;
 pub mod containerd;
 pub mod content;
 pub mod engine;
