@@ -32,6 +32,8 @@ pub struct CriConfig {
     pub default_cgroup_parent: String,
     /// Where the exec/attach/port-forward streaming server listens (port 0: any free).
     pub stream_address: SocketAddr,
+    /// The image of the infra process of pods that share one PID namespace.
+    pub infra_image: String,
 }
 
 impl Default for CriConfig {
@@ -50,6 +52,7 @@ impl Default for CriConfig {
             runc_root: None,
             default_cgroup_parent: "/gantry".to_string(),
             stream_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            infra_image: "registry.k8s.io/pause:3.9".to_string(),
         }
     }
 }

@@ -102,13 +102,7 @@ impl Engine {
                 .display()
                 .to_string();
         }
-        let parent = sandbox_config
-            .linux
-            .as_ref()
-            .map(|l| l.cgroup_parent.clone())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| self.config.default_cgroup_parent.clone());
-        c.state.cgroups_path = format!("{}/{}", parent.trim_end_matches('/'), id);
+        c.state.cgroups_path = format!("{}/{}", self.cgroup_parent(&sandbox_config), id);
 
         let unique = store::container_name(&c);
         self.store.reserve_name(&unique, &id)?;
@@ -186,7 +180,7 @@ impl Engine {
         })
     }
 
-    async fn remove_snapshot(&self, id: &str) {
+    pub async fn remove_snapshot(&self, id: &str) {
         match self
             .ctd
             .snapshots()

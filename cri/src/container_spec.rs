@@ -31,8 +31,37 @@ impl Engine {
             net: (!sb.state.host_network).then(|| ns_dir.join("net")),
             ipc: (!modes.host_ipc).then(|| ns_dir.join("ipc")),
             uts: (!sb.state.host_network).then(|| ns_dir.join("uts")),
-            pid: None,
+            pid: (sb.state.infra_pid > 0)
+                .then(|| format!("/proc/{}/ns/pid", sb.state.infra_pid).into()),
         };
+        // Pid mode POD without an infra process (the sandbox has its own PID namespace
+        // per container) must never fall through to the host's: use the container's own.
+        let mut config = c.config.clone();
+        if namespaces.pid.is_none() {
+            if let Some(o) = config
+                .linux
+                .as_mut()
+                .and_then(|l| l.security_context.as_mut())
+                .and_then(|s| s.namespace_options.as_mut())
+                .filter(|o| o.pid == api::NamespaceMode::Pod as i32)
+            {
+                o.pid = api::NamespaceMode::Container as i32;
+            }
+            let unset = config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.as_ref())
+                .is_none();
+            if unset {
+                let linux = config.linux.get_or_insert_with(Default::default);
+                let sc = linux.security_context.get_or_insert_with(Default::default);
+                sc.namespace_options = Some(api::NamespaceOption {
+                    pid: api::NamespaceMode::Container as i32,
+                    ..Default::default()
+                });
+            }
+        }
         let files = SandboxFiles {
             hostname: Some(paths.hostname()),
             resolv_conf: Some(paths.resolv_conf()),
@@ -72,7 +101,7 @@ impl Engine {
         let inputs = SpecInputs {
             container_id: &c.id,
             sandbox_id: &sb.id,
-            container: &c.config,
+            container: &config,
             sandbox: sandbox_config,
             image: &defaults,
             image_name: &c.state.image_name,

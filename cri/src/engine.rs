@@ -146,7 +146,8 @@ impl Engine {
                 || gantry_networking::netns::is_pinned(
                     &self.sandbox_paths(&sb.id).ns_dir().join("net"),
                 );
-            let lost = sb.state.phase == SandboxPhase::Ready && !pinned;
+            let infra_lost = sb.state.infra_pid > 0 && !self.infra_running(&sb).await;
+            let lost = sb.state.phase == SandboxPhase::Ready && (!pinned || infra_lost);
             if sb.state.phase == SandboxPhase::Creating || lost {
                 tracing::info!(id = %short(&sb.id), phase = ?sb.state.phase, "releasing a sandbox left by a restart");
                 if let Err(e) = self.release_sandbox(&sb).await {
@@ -155,6 +156,8 @@ impl Engine {
                 let mut state = sb.state.clone();
                 state.phase = SandboxPhase::NotReady;
                 self.store.update_sandbox(&sb.id, state).await?;
+            } else if sb.state.phase == SandboxPhase::Ready && sb.state.infra_pid > 0 {
+                self.spawn_infra_waiter(&sb.id);
             }
         }
         for c in self.store.containers() {

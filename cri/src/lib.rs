@@ -28,6 +28,7 @@ pub mod grpc;
 pub mod hosts;
 pub mod image_pull;
 pub mod images;
+pub mod infra;
 pub mod oci_spec;
 pub mod runtime;
 pub mod sandbox;

@@ -99,12 +99,6 @@ impl Engine {
             )));
         }
         let modes = namespace_modes(&config);
-        if modes.pod_pid {
-            return Err(CriError::Unimplemented(format!(
-                "RunPodSandbox {}/{}: a PID namespace shared by the pod is not supported yet",
-                m.namespace, m.name
-            )));
-        }
         let id = store::new_id();
         let name = store::sandbox_name(&config);
         self.store.reserve_name(&name, &id)?;
@@ -118,6 +112,7 @@ impl Engine {
                 ips: Vec::new(),
                 host_network: modes.host_network,
                 runtime_handler: runtime_handler.to_string(),
+                infra_pid: 0,
             },
         };
         if let Err(e) = self.store.create_sandbox(&sb, &name).await {
@@ -127,15 +122,19 @@ impl Engine {
         let span = tracing::info_span!("sandbox", pod = %format!("{}/{}", m.namespace, m.name), id = %short(&id));
         let _e = span.enter();
         match self.set_up_sandbox(&sb, modes).await {
-            Ok(ips) => {
+            Ok((ips, infra_pid)) => {
                 let mut state = sb.state.clone();
                 state.phase = SandboxPhase::Ready;
                 state.ips = ips;
+                state.infra_pid = infra_pid;
                 if let Err(e) = self.store.update_sandbox(&id, state).await {
                     self.roll_back_sandbox(&sb).await;
                     return Err(e);
                 }
                 tracing::info!("sandbox ready");
+                if infra_pid > 0 {
+                    self.spawn_infra_waiter(&id);
+                }
                 Ok(id)
             }
             Err(e) => {
@@ -160,8 +159,13 @@ impl Engine {
         let _ = std::fs::remove_dir_all(self.sandbox_paths(&sb.id).state);
     }
 
-    /// Creates the namespaces, files and network; returns the pod IPs.
-    async fn set_up_sandbox(&self, sb: &Sandbox, modes: NamespaceModes) -> Result<Vec<String>> {
+    /// Creates the namespaces, files, network and (for a shared PID namespace) the
+    /// infra process; returns the pod IPs and the infra pid (0 without one).
+    async fn set_up_sandbox(
+        &self,
+        sb: &Sandbox,
+        modes: NamespaceModes,
+    ) -> Result<(Vec<String>, u32)> {
         let paths = self.sandbox_paths(&sb.id);
         for d in [&paths.state, &paths.root] {
             std::fs::create_dir_all(d).map_err(|e| {
@@ -185,9 +189,20 @@ impl Engine {
             mount_shm(&paths.shm())?;
         }
         write_sandbox_files(sb, &paths, &hostname, modes.host_network)?;
-        if modes.host_network {
-            return Ok(Vec::new());
-        }
+        let ips = if modes.host_network {
+            Vec::new()
+        } else {
+            self.set_up_network(sb).await?
+        };
+        let infra_pid = if modes.pod_pid {
+            self.start_infra(sb).await?
+        } else {
+            0
+        };
+        Ok((ips, infra_pid))
+    }
+
+    async fn set_up_network(&self, sb: &Sandbox) -> Result<Vec<String>> {
         let attachment = self.attachment(sb);
         let cni = self.cni.clone();
         let result = tokio::task::spawn_blocking(move || cni.add(&attachment))
@@ -231,6 +246,7 @@ impl Engine {
     /// errors are returned so the caller (the kubelet) retries until it succeeds.
     pub async fn release_sandbox(&self, sb: &Sandbox) -> Result<()> {
         let paths = self.sandbox_paths(&sb.id);
+        self.remove_infra(&sb.id).await?;
         if !sb.state.host_network {
             let attachment = self.attachment(sb);
             let cni = self.cni.clone();

@@ -49,6 +49,9 @@ pub struct SandboxState {
     pub host_network: bool,
     #[serde(default)]
     pub runtime_handler: String,
+    /// The pid of the infra process when the pod shares one PID namespace, else 0.
+    #[serde(default)]
+    pub infra_pid: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -463,6 +466,8 @@ impl Store {
                     }
                     _ => problems.push(format!("container record {} is unreadable", rec.id)),
                 },
+                // Infra containers belong to their sandbox, which finds them by id.
+                "infra" => {}
                 other => problems.push(format!("record {} has unknown kind {other:?}", rec.id)),
             }
         }

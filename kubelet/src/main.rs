@@ -72,6 +72,9 @@ struct CriArgs {
     /// Address of the exec/attach/port-forward streaming server (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     stream_address: std::net::SocketAddr,
+    /// Image of the infra process that pods sharing one PID namespace need.
+    #[arg(long, default_value = "registry.k8s.io/pause:3.9")]
+    pod_infra_image: String,
 }
 
 impl CriArgs {
@@ -90,6 +93,7 @@ impl CriArgs {
             runc_root: self.runc_root,
             default_cgroup_parent: self.default_cgroup_parent,
             stream_address: self.stream_address,
+            infra_image: self.pod_infra_image,
         }
     }
 }
