@@ -24,6 +24,7 @@ pub mod image_pull;
 pub mod images;
 pub mod runtime;
 pub mod server;
+pub mod streaming;
 
 pub use config::CriConfig;
 pub use error::CriError;
