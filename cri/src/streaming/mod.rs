@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 use crate::error::CriError;
 
-// pub use server::StreamingServer;
+pub use server::StreamingServer;
 
 /// The size of a client's terminal, as the resize stream carries it
 /// (`{"Width":80,"Height":24}` in upstream's JSON).

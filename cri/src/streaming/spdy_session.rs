@@ -43,10 +43,28 @@ impl SpdyStream {
         spdy::header(&self.headers, name)
     }
 
+    /// A handle that finishes this stream later, whoever holds its writer by then.
+    pub fn closer(&self) -> StreamCloser {
+        StreamCloser { id: self.id, out: self.out.clone() }
+    }
+
     /// Refuses the stream (RST_STREAM), for streams with missing or bad headers.
     pub async fn reset(self, status: u32) {
         let rst = Frame::RstStream { stream_id: self.id, status };
         let _ = self.out.send(Out::Control(rst)).await;
+    }
+}
+
+/// Finishes (half-closes) one stream; a no-op if it already is.
+pub struct StreamCloser {
+    id: u32,
+    out: mpsc::Sender<Out>,
+}
+
+impl StreamCloser {
+    pub async fn finish(self) {
+        let fin = Out::Data { stream: self.id, data: Bytes::new(), fin: true };
+        let _ = self.out.send(fin).await;
     }
 }
 
