@@ -160,20 +160,6 @@ impl AsyncWrite for ChannelWriter {
     }
 }
 
-impl Drop for ChannelWriter {
-    /// A writer dropped without `shutdown` still finishes its stream, so the client is
-    /// not left waiting for EOF (best effort: skipped if the queue is full; closing the
-    /// session finishes every stream anyway).
-    fn drop(&mut self) {
-        if !self.finished {
-            if let Some(tx) = self.tx.get_ref() {
-                let fin = Out::Data { stream: self.stream, data: Bytes::new(), fin: true };
-                let _ = tx.try_send(fin);
-            }
-        }
-    }
-}
-
 /// A forwarded port's two directions as one `AsyncRead + AsyncWrite`.
 pub struct Duplex {
     pub reader: ChannelReader,
