@@ -123,6 +123,8 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
     new_streams: mpsc::Sender<SpdyStream>,
     closed: CancellationToken,
 ) {
+    // Dropped on GOAWAY: the session then sees no more streams and winds down.
+    let mut new_streams = Some(new_streams);
     let mut frames = FramedRead::new(rd, FrameDecoder::new());
     let mut streams: HashMap<u32, InStream> = HashMap::new();
     let mut last_id = 0u32;
@@ -174,8 +176,12 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                     writer: ChannelWriter::new(out.clone(), stream_id, reset),
                     out: out.clone(),
                 };
-                if let Err(refused) = new_streams.send(stream).await {
-                    refused.0.reset(spdy::RST_REFUSED_STREAM).await;
+                let refused = match &new_streams {
+                    Some(tx) => tx.send(stream).await.err().map(|e| e.0),
+                    None => Some(stream),
+                };
+                if let Some(stream) = refused {
+                    stream.reset(spdy::RST_REFUSED_STREAM).await;
                 }
             }
             Frame::Data { stream_id, fin, data } => {
@@ -201,9 +207,11 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                     break;
                 }
             }
-            // After GOAWAY the client opens no more streams; the ones it has go on.
-            Frame::GoAway { .. }
-            | Frame::SynReply { .. }
+            // The client is leaving (spdystream sends GOAWAY when it closes): no new
+            // streams, and a session waiting for one ends and closes the connection,
+            // which is what the client waits for. Streams in flight go on meanwhile.
+            Frame::GoAway { .. } => new_streams = None,
+            Frame::SynReply { .. }
             | Frame::Headers { .. }
             | Frame::Settings { .. }
             | Frame::WindowUpdate { .. }
@@ -228,14 +236,13 @@ async fn write_loop<W: AsyncWrite + Send + Unpin>(
     let mut last_id = 0;
     while let Some(item) = out.recv().await {
         let frame = match item {
+            // Finished or reset: nothing more may be sent.
+            Out::Data { stream, .. } if !open.contains(&stream) => None,
             Out::Data { stream, data, fin } => {
-                if !open.contains(&stream) {
-                    continue; // finished or reset: nothing more may be sent
-                }
                 if fin {
                     open.remove(&stream);
                 }
-                Frame::Data { stream_id: stream, fin, data }
+                Some(Frame::Data { stream_id: stream, fin, data })
             }
             Out::Control(frame) => {
                 match &frame {
@@ -248,7 +255,7 @@ async fn write_loop<W: AsyncWrite + Send + Unpin>(
                     }
                     _ => {}
                 }
-                frame
+                Some(frame)
             }
             Out::Close => {
                 let mut ids: Vec<u32> = open.drain().collect();
@@ -269,9 +276,15 @@ async fn write_loop<W: AsyncWrite + Send + Unpin>(
                 return;
             }
         };
-        // Batch frames already queued into one socket write.
-        let more = !out.is_empty();
-        let sent = if more { sink.feed(frame).await } else { sink.send(frame).await };
+        // Batch frames already queued into one socket write; flush when the queue is
+        // drained, whether or not this item produced a frame.
+        let mut sent = Ok(());
+        if let Some(frame) = frame {
+            sent = sink.feed(frame).await;
+        }
+        if sent.is_ok() && out.is_empty() {
+            sent = sink.flush().await;
+        }
         if let Err(e) = sent {
             tracing::debug!(error = %e, "spdy: connection write failed");
             return;

@@ -263,9 +263,9 @@ async fn write_loop<S>(
     while let Some(item) = out.recv().await {
         let msg = match item {
             // No per-channel close towards the client: the session's Close ends them all.
-            Out::Data { fin: true, ref data, .. } if data.is_empty() => continue,
-            Out::Data { stream, data, .. } => encode(stream as u8, &data, base64),
-            Out::Control(_) => continue,
+            Out::Data { fin: true, ref data, .. } if data.is_empty() => None,
+            Out::Data { stream, data, .. } => Some(encode(stream as u8, &data, base64)),
+            Out::Control(_) => None,
             Out::Close => {
                 let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
                 let _ = sink.send(Message::Close(Some(frame))).await;
@@ -274,7 +274,14 @@ async fn write_loop<S>(
                 return;
             }
         };
-        let sent = if out.is_empty() { sink.send(msg).await } else { sink.feed(msg).await };
+        // Flush when the queue is drained, whether or not this item made a message.
+        let mut sent = Ok(());
+        if let Some(msg) = msg {
+            sent = sink.feed(msg).await;
+        }
+        if sent.is_ok() && out.is_empty() {
+            sent = sink.flush().await;
+        }
         if let Err(e) = sent {
             tracing::debug!(error = %e, "websocket: write failed");
             return;
