@@ -29,7 +29,11 @@ fn goclient() -> Option<PathBuf> {
             .current_dir(&src)
             .output()
             .expect("run go build");
-        assert!(out.status.success(), "go build: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "go build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Some(bin)
     })
     .clone()
@@ -42,15 +46,24 @@ async fn run(mode: &str, url: String) -> serde_json::Value {
 
 /// Also returns the client's log (klog on stderr).
 async fn run_with_log(mode: &str, url: String) -> (serde_json::Value, String) {
-    let Some(bin) = goclient() else { return (serde_json::Value::Null, String::new()) };
+    let Some(bin) = goclient() else {
+        return (serde_json::Value::Null, String::new());
+    };
     let mode = mode.to_string();
     let out = tokio::task::spawn_blocking(move || Command::new(bin).args([&mode, &url]).output())
         .await
         .unwrap()
         .expect("run goclient");
-    assert!(out.status.success(), "goclient: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "goclient: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let result = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("goclient output {e}: {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "goclient output {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     });
     (result, String::from_utf8_lossy(&out.stderr).into_owned())
 }
@@ -58,7 +71,13 @@ async fn run_with_log(mode: &str, url: String) -> (serde_json::Value, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn client_go_spdy_exec_gets_output_and_exit_code() {
     let (server, _stop) = server().await;
-    let got = run("exec-spdy", server.exec_url(&exec_req("cat", true, true, false)).unwrap()).await;
+    let got = run(
+        "exec-spdy",
+        server
+            .exec_url(&exec_req("cat", true, true, false))
+            .unwrap(),
+    )
+    .await;
     if got.is_null() {
         return;
     }
@@ -70,7 +89,13 @@ async fn client_go_spdy_exec_gets_output_and_exit_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn client_go_websocket_v5_exec_gets_output_and_exit_code() {
     let (server, _stop) = server().await;
-    let got = run("exec-ws", server.exec_url(&exec_req("cat", true, true, false)).unwrap()).await;
+    let got = run(
+        "exec-ws",
+        server
+            .exec_url(&exec_req("cat", true, true, false))
+            .unwrap(),
+    )
+    .await;
     if got.is_null() {
         return;
     }
@@ -82,7 +107,13 @@ async fn client_go_websocket_v5_exec_gets_output_and_exit_code() {
 #[tokio::test(flavor = "multi_thread")]
 async fn client_go_spdy_tty_exec_sends_terminal_size() {
     let (server, _stop) = server().await;
-    let got = run("exec-tty-spdy", server.exec_url(&exec_req("size", false, false, true)).unwrap()).await;
+    let got = run(
+        "exec-tty-spdy",
+        server
+            .exec_url(&exec_req("size", false, false, true))
+            .unwrap(),
+    )
+    .await;
     if got.is_null() {
         return;
     }
@@ -94,7 +125,13 @@ async fn client_go_spdy_tty_exec_sends_terminal_size() {
 #[tokio::test(flavor = "multi_thread")]
 async fn client_go_spdy_attach_succeeds() {
     let (server, _stop) = server().await;
-    let req = api::AttachRequest { container_id: "c1".into(), stdin: true, tty: false, stdout: true, stderr: false };
+    let req = api::AttachRequest {
+        container_id: "c1".into(),
+        stdin: true,
+        tty: false,
+        stdout: true,
+        stderr: false,
+    };
     let got = run("attach-spdy", server.attach_url(&req).unwrap()).await;
     if got.is_null() {
         return;
@@ -106,7 +143,10 @@ async fn client_go_spdy_attach_succeeds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn client_go_spdy_port_forward_echoes_and_reports_refused_port() {
     let (server, _stop) = server().await;
-    let req = api::PortForwardRequest { pod_sandbox_id: "sb1".into(), port: vec![8080, 1] };
+    let req = api::PortForwardRequest {
+        pod_sandbox_id: "sb1".into(),
+        port: vec![8080, 1],
+    };
     let (got, log) = run_with_log("portforward-spdy", server.port_forward_url(&req).unwrap()).await;
     if got.is_null() {
         return;

@@ -263,7 +263,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(rx.recv().await.unwrap(), Out::Data { fin: true, .. }));
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            Out::Data { fin: true, .. }
+        ));
 
         let (tx, _rx) = mpsc::channel(8);
         let mut w = ChannelWriter::new(tx, 7, reset.clone());

@@ -7,7 +7,7 @@
 //! then opens `http://ADDR/{exec,attach,portforward}/<token>` and upgrades the connection
 //! to one of two transports:
 //!
-//! - SPDY/3.1 ([`spdy`], [`spdy_session`]) with the `X-Stream-Protocol-Version` handshake:
+//! - SPDY/3.1 ([`spdy`], [`spdy_headers`], [`spdy_session`]) with the `X-Stream-Protocol-Version` handshake:
 //!   remotecommand `v5`/`v4`/`v3`/`v2.channel.k8s.io` and `channel.k8s.io`, port-forward
 //!   `portforward.k8s.io`. Every stdio stream, the error stream and the resize stream is
 //!   a SPDY stream the client opens, named by its `streamtype` header.
@@ -27,6 +27,7 @@ pub mod portforward;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;
+pub mod spdy_headers;
 pub mod spdy_session;
 pub mod tokens;
 pub mod websocket;

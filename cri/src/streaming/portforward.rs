@@ -77,7 +77,11 @@ pub async fn serve_spdy(
         let (port, kind) = match validate(&stream) {
             Ok(v) => v,
             Err(msg) => {
-                tracing::debug!(sandbox_id, stream = stream.id, "port-forward: refusing stream: {msg}");
+                tracing::debug!(
+                    sandbox_id,
+                    stream = stream.id,
+                    "port-forward: refusing stream: {msg}"
+                );
                 stream.reset(spdy::RST_PROTOCOL_ERROR).await;
                 continue;
             }
@@ -88,7 +92,11 @@ pub async fn serve_spdy(
             port,
             ..Default::default()
         });
-        let slot = if kind == StreamKind::Data { &mut pair.data } else { &mut pair.error };
+        let slot = if kind == StreamKind::Data {
+            &mut pair.data
+        } else {
+            &mut pair.error
+        };
         if slot.is_some() {
             let msg = format!(
                 "error processing stream for request {request_id}: {} stream already assigned",
@@ -103,7 +111,13 @@ pub async fn serve_spdy(
         }
         *slot = Some(stream);
         if pair.data.is_some() && pair.error.is_some() {
-            if let Some(Pair { data: Some(data), error: Some(error), port, .. }) = pairs.remove(&request_id) {
+            if let Some(Pair {
+                data: Some(data),
+                error: Some(error),
+                port,
+                ..
+            }) = pairs.remove(&request_id)
+            {
                 let (backend, sandbox_id) = (backend.clone(), sandbox_id.clone());
                 tasks.spawn(forward_spdy(backend, sandbox_id, port, data, error));
             }
@@ -165,7 +179,9 @@ async fn expire_pairs(pairs: &mut HashMap<String, Pair>) {
         .map(|(id, _)| id.clone())
         .collect();
     for id in expired {
-        let Some(pair) = pairs.remove(&id) else { continue };
+        let Some(pair) = pairs.remove(&id) else {
+            continue;
+        };
         tracing::warn!(request = id, "port-forward: timed out waiting for streams");
         if let Some(mut error) = pair.error {
             let msg = format!("(request={id}) timed out waiting for streams");
@@ -186,13 +202,21 @@ async fn forward_spdy(
     error: SpdyStream,
 ) {
     let data_closer: StreamCloser = data.closer();
-    let stream = Duplex { reader: data.reader, writer: data.writer };
-    let result = backend.port_forward(&sandbox_id, port, Box::new(stream)).await;
+    let stream = Duplex {
+        reader: data.reader,
+        writer: data.writer,
+    };
+    let result = backend
+        .port_forward(&sandbox_id, port, Box::new(stream))
+        .await;
     let mut error = error.writer;
     if let Err(e) = result {
         let message = format!("error forwarding port {port} to pod {sandbox_id}: {e}");
         tracing::warn!(sandbox_id, port, "port-forward: {message}");
-        let body = ErrorResponse { close_connection: true, message: &message };
+        let body = ErrorResponse {
+            close_connection: true,
+            message: &message,
+        };
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| message.clone().into_bytes());
         let _ = error.write_all(&json).await;
     }
@@ -217,7 +241,9 @@ pub async fn serve_websocket<IO>(
     let mut channels = channels.into_iter();
     let mut forwards = Vec::with_capacity(ports.len());
     for &port in &ports {
-        let (Some(data), Some(error)) = (channels.next(), channels.next()) else { break };
+        let (Some(data), Some(error)) = (channels.next(), channels.next()) else {
+            break;
+        };
         let Some(reader) = data.reader else { break };
         let (backend, sandbox_id) = (backend.clone(), sandbox_id.clone());
         let (mut writer, mut error) = (data.writer, error.writer);
@@ -227,7 +253,10 @@ pub async fn serve_websocket<IO>(
                 return;
             }
             let stream = Duplex { reader, writer };
-            if let Err(e) = backend.port_forward(&sandbox_id, port, Box::new(stream)).await {
+            if let Err(e) = backend
+                .port_forward(&sandbox_id, port, Box::new(stream))
+                .await
+            {
                 let message = format!("error forwarding port {port} to pod {sandbox_id}: {e}");
                 tracing::warn!(sandbox_id, port, "port-forward: {message}");
                 write_text(&mut error, &message).await;
@@ -247,7 +276,9 @@ async fn write_text(w: &mut ChannelWriter, text: &str) {
 pub fn ports_from_query(query: Option<&str>) -> Result<Option<Vec<u16>>, String> {
     let mut ports = Vec::new();
     for pair in query.unwrap_or_default().split('&') {
-        let Some(("port", value)) = pair.split_once('=') else { continue };
+        let Some(("port", value)) = pair.split_once('=') else {
+            continue;
+        };
         let value = value.replace("%2C", ",").replace("%2c", ",");
         if value.is_empty() {
             return Err("query parameter \"port\" cannot be empty".into());
@@ -282,7 +313,10 @@ mod tests {
 
     #[test]
     fn query_ports_are_repeatable_and_comma_separated() {
-        assert_eq!(ports_from_query(Some("port=80&port=443%2C8080")).unwrap(), Some(vec![80, 443, 8080]));
+        assert_eq!(
+            ports_from_query(Some("port=80&port=443%2C8080")).unwrap(),
+            Some(vec![80, 443, 8080])
+        );
         assert_eq!(ports_from_query(Some("other=1")).unwrap(), None);
         assert_eq!(ports_from_query(None).unwrap(), None);
         assert!(ports_from_query(Some("port=")).is_err());
@@ -299,7 +333,13 @@ mod tests {
 
     #[test]
     fn error_response_is_upstreams_json() {
-        let body = ErrorResponse { close_connection: true, message: "boom" };
-        assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"closeConnection":true,"message":"boom"}"#);
+        let body = ErrorResponse {
+            close_connection: true,
+            message: "boom",
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"closeConnection":true,"message":"boom"}"#
+        );
     }
 }

@@ -51,8 +51,13 @@ pub const WEBSOCKET_PROTOCOLS: &[&str] = &[
 /// What the session runs.
 #[derive(Clone, Debug)]
 pub enum Target {
-    Exec { container_id: String, cmd: Vec<String> },
-    Attach { container_id: String },
+    Exec {
+        container_id: String,
+        cmd: Vec<String>,
+    },
+    Attach {
+        container_id: String,
+    },
 }
 
 /// Which streams the CRI request asked for.
@@ -99,7 +104,9 @@ pub async fn serve_spdy(
     let gathered = tokio::time::timeout(STREAM_CREATION_TIMEOUT, async {
         let mut received = 0;
         while received < expected {
-            let Some(stream) = session.next_stream().await else { return false };
+            let Some(stream) = session.next_stream().await else {
+                return false;
+            };
             let kind = stream.header("streamtype").unwrap_or_default().to_string();
             let (reader, writer) = (stream.reader, stream.writer);
             match kind.as_str() {
@@ -109,7 +116,10 @@ pub async fn serve_spdy(
                 "stderr" => streams.stderr = Some(writer),
                 "resize" => streams.resize = Some(reader),
                 other => {
-                    tracing::debug!(stream_type = other, "remotecommand: unexpected stream ignored");
+                    tracing::debug!(
+                        stream_type = other,
+                        "remotecommand: unexpected stream ignored"
+                    );
                     continue;
                 }
             }
@@ -126,7 +136,10 @@ pub async fn serve_spdy(
         Ok(false) => tracing::debug!("remotecommand: client left before opening its streams"),
         Err(_) => {
             // As upstream: the client gets no status, only the closed connection.
-            tracing::warn!(expected, "remotecommand: timed out waiting for client to create streams");
+            tracing::warn!(
+                expected,
+                "remotecommand: timed out waiting for client to create streams"
+            );
             session.close().await;
         }
     }
@@ -150,7 +163,13 @@ pub async fn serve_websocket<IO>(
         return; // start() makes exactly one channel per `readable` entry
     };
     // Upstream announces the connection with an empty frame on the first output channel.
-    let first = if opts.stdout { 1 } else if opts.stderr { 2 } else { 3 };
+    let first = if opts.stdout {
+        1
+    } else if opts.stderr {
+        2
+    } else {
+        3
+    };
     session.announce(first).await;
     let streams = Streams {
         stdin: stdin.reader.filter(|_| opts.stdin),
@@ -185,7 +204,10 @@ pub async fn run(
         stdin: streams.stdin.map(|r| Box::new(r) as _),
         stdout: streams.stdout.map(|w| Box::new(w) as _),
         // With a TTY, stderr is part of the terminal (upstream drops it too).
-        stderr: streams.stderr.filter(|_| !opts.tty).map(|w| Box::new(w) as _),
+        stderr: streams
+            .stderr
+            .filter(|_| !opts.tty)
+            .map(|w| Box::new(w) as _),
         tty: opts.tty,
         resize,
     };
@@ -294,7 +316,13 @@ pub struct StatusCause {
 
 impl Status {
     pub fn success() -> Self {
-        Self { status: "Success", message: String::new(), reason: "", details: None, code: None }
+        Self {
+            status: "Success",
+            message: String::new(),
+            reason: "",
+            details: None,
+            code: None,
+        }
     }
 
     pub fn non_zero_exit(code: ExitStatus) -> Self {
@@ -303,7 +331,10 @@ impl Status {
             message: format!("command terminated with non-zero exit code: {code}"),
             reason: "NonZeroExitCode",
             details: Some(StatusDetails {
-                causes: vec![StatusCause { reason: "ExitCode", message: code.0.to_string() }],
+                causes: vec![StatusCause {
+                    reason: "ExitCode",
+                    message: code.0.to_string(),
+                }],
             }),
             code: None,
         }
@@ -335,12 +366,26 @@ impl Status {
 
 /// Validates an exec request as upstream's `validateExecRequest`.
 pub fn validate_exec(req: &crate::api::ExecRequest) -> Result<(), CriError> {
-    validate_stdio(&req.container_id, req.stdin, req.stdout, req.stderr, req.tty, "exec")
+    validate_stdio(
+        &req.container_id,
+        req.stdin,
+        req.stdout,
+        req.stderr,
+        req.tty,
+        "exec",
+    )
 }
 
 /// Validates an attach request as upstream's `validateAttachRequest`.
 pub fn validate_attach(req: &crate::api::AttachRequest) -> Result<(), CriError> {
-    validate_stdio(&req.container_id, req.stdin, req.stdout, req.stderr, req.tty, "attach")
+    validate_stdio(
+        &req.container_id,
+        req.stdin,
+        req.stdout,
+        req.stderr,
+        req.tty,
+        "attach",
+    )
 }
 
 fn validate_stdio(
@@ -352,7 +397,9 @@ fn validate_stdio(
     what: &str,
 ) -> Result<(), CriError> {
     if container_id.is_empty() {
-        return Err(CriError::InvalidArgument(format!("{what}: missing required container_id")));
+        return Err(CriError::InvalidArgument(format!(
+            "{what}: missing required container_id"
+        )));
     }
     if tty && stderr {
         // A TTY multiplexes stderr into stdout; upstream refuses asking for both.
@@ -375,12 +422,18 @@ mod tests {
 
     #[test]
     fn statuses_encode_as_upstream_clients_decode_them() {
-        assert_eq!(&Status::success().encode(true)[..], br#"{"status":"Success"}"#);
+        assert_eq!(
+            &Status::success().encode(true)[..],
+            br#"{"status":"Success"}"#
+        );
         let failed = Status::non_zero_exit(ExitStatus(3)).encode(true);
         let v: serde_json::Value = serde_json::from_slice(&failed).unwrap();
         assert_eq!(v["status"], "Failure");
         assert_eq!(v["reason"], "NonZeroExitCode");
-        assert_eq!(v["details"]["causes"][0], serde_json::json!({"reason": "ExitCode", "message": "3"}));
+        assert_eq!(
+            v["details"]["causes"][0],
+            serde_json::json!({"reason": "ExitCode", "message": "3"})
+        );
         let internal: serde_json::Value =
             serde_json::from_slice(&Status::internal("boom".into()).encode(true)).unwrap();
         assert_eq!(internal["code"], 500);
@@ -391,30 +444,68 @@ mod tests {
     fn pre_v4_protocols_get_text_and_nothing_on_success() {
         assert!(Status::success().encode(false).is_empty());
         let text = Status::non_zero_exit(ExitStatus(2)).encode(false);
-        assert_eq!(&text[..], b"command terminated with non-zero exit code: exit status 2");
+        assert_eq!(
+            &text[..],
+            b"command terminated with non-zero exit code: exit status 2"
+        );
     }
 
     #[test]
     fn resize_stream_parses_concatenated_json_and_keeps_partial_tail() {
-        let (sizes, used) = parse_sizes(br#"{"Width":80,"Height":24}{"Width":100,"Height":30}{"Wid"#);
-        assert_eq!(sizes, vec![TermSize { width: 80, height: 24 }, TermSize { width: 100, height: 30 }]);
+        let (sizes, used) =
+            parse_sizes(br#"{"Width":80,"Height":24}{"Width":100,"Height":30}{"Wid"#);
+        assert_eq!(
+            sizes,
+            vec![
+                TermSize {
+                    width: 80,
+                    height: 24
+                },
+                TermSize {
+                    width: 100,
+                    height: 30
+                }
+            ]
+        );
         assert_eq!(used, 49);
         let (sizes, used) = parse_sizes(b"not json");
         assert!(sizes.is_empty());
         assert_eq!(used, 8);
     }
 
-    fn exec(container_id: &str, stdin: bool, stdout: bool, stderr: bool, tty: bool) -> api::ExecRequest {
-        api::ExecRequest { container_id: container_id.into(), cmd: vec!["sh".into()], tty, stdin, stdout, stderr }
+    fn exec(
+        container_id: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        tty: bool,
+    ) -> api::ExecRequest {
+        api::ExecRequest {
+            container_id: container_id.into(),
+            cmd: vec!["sh".into()],
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        }
     }
 
     #[test]
     fn exec_validation_follows_upstream() {
         assert!(validate_exec(&exec("c", true, true, false, true)).is_ok());
         for (req, want) in [
-            (exec("", false, true, false, false), "missing required container_id"),
-            (exec("c", false, true, true, true), "tty and stderr cannot both be true"),
-            (exec("c", false, false, false, false), "one of stdin, stdout, or stderr must be set"),
+            (
+                exec("", false, true, false, false),
+                "missing required container_id",
+            ),
+            (
+                exec("c", false, true, true, true),
+                "tty and stderr cannot both be true",
+            ),
+            (
+                exec("c", false, false, false, false),
+                "one of stdin, stdout, or stderr must be set",
+            ),
         ] {
             match validate_exec(&req) {
                 Err(CriError::InvalidArgument(msg)) => assert!(msg.contains(want), "{msg}"),
@@ -425,9 +516,21 @@ mod tests {
 
     #[test]
     fn attach_validation_follows_upstream() {
-        let req = api::AttachRequest { container_id: "c".into(), stdin: true, tty: true, stdout: true, stderr: true };
-        assert!(matches!(validate_attach(&req), Err(CriError::InvalidArgument(_))));
-        let req = api::AttachRequest { stderr: false, ..req };
+        let req = api::AttachRequest {
+            container_id: "c".into(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: true,
+        };
+        assert!(matches!(
+            validate_attach(&req),
+            Err(CriError::InvalidArgument(_))
+        ));
+        let req = api::AttachRequest {
+            stderr: false,
+            ..req
+        };
         assert!(validate_attach(&req).is_ok());
     }
 }

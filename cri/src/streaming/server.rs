@@ -31,6 +31,8 @@ const HEADER_PROTOCOL_VERSION: &str = "x-stream-protocol-version";
 const HEADER_ACCEPTED_PROTOCOL_VERSIONS: &str = "x-accepted-stream-protocol-versions";
 
 type Body = Full<Bytes>;
+/// A handshake refused with this response (boxed: responses are large).
+type Refused = Box<Response<Body>>;
 
 /// The streaming server: its address and the pending requests' tokens.
 pub struct StreamingServer {
@@ -60,7 +62,11 @@ impl StreamingServer {
             .local_addr()
             .map_err(|e| CriError::Internal(format!("streaming server: local address: {e}")))?;
         let cache = Arc::new(TokenCache::new());
-        let shared = Arc::new(Shared { cache: cache.clone(), backend, tasks: Tasks::new() });
+        let shared = Arc::new(Shared {
+            cache: cache.clone(),
+            backend,
+            tasks: Tasks::new(),
+        });
         shared.tasks.spawn(accept_loop(listener, shared.clone()));
         let tasks = shared.tasks.clone();
         // This task is owned by `shutdown`: it lives exactly until the server stops.
@@ -70,7 +76,11 @@ impl StreamingServer {
             tracing::info!(%addr, "streaming server stopped");
         });
         tracing::info!(%addr, "streaming server listening");
-        Ok(Arc::new(Self { addr, base_url: format!("http://{addr}"), cache }))
+        Ok(Arc::new(Self {
+            addr,
+            base_url: format!("http://{addr}"),
+            cache,
+        }))
     }
 
     /// The address the server listens on.
@@ -93,10 +103,15 @@ impl StreamingServer {
     /// Validates a PortForward request and returns the URL the client streams it from.
     pub fn port_forward_url(&self, req: &api::PortForwardRequest) -> Result<String, CriError> {
         if req.pod_sandbox_id.is_empty() {
-            return Err(CriError::InvalidArgument("port forward: missing required pod_sandbox_id".into()));
+            return Err(CriError::InvalidArgument(
+                "port forward: missing required pod_sandbox_id".into(),
+            ));
         }
         portforward::ports_from_request(&req.port).map_err(|e| {
-            CriError::InvalidArgument(format!("port forward to sandbox {}: {e}", req.pod_sandbox_id))
+            CriError::InvalidArgument(format!(
+                "port forward to sandbox {}: {e}",
+                req.pod_sandbox_id
+            ))
         })?;
         self.url(PendingRequest::PortForward(req.clone()))
     }
@@ -138,8 +153,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(msg.into())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -154,10 +171,13 @@ fn handle(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed\n");
     }
     let mut segments = req.uri().path().trim_start_matches('/').split('/');
-    let (Some(endpoint), Some(token), None) = (segments.next(), segments.next(), segments.next()) else {
+    let (Some(endpoint), Some(token), None) = (segments.next(), segments.next(), segments.next())
+    else {
         return not_found();
     };
-    let Some(pending) = shared.cache.consume(token) else { return not_found() };
+    let Some(pending) = shared.cache.consume(token) else {
+        return not_found();
+    };
     if pending.endpoint() != endpoint {
         return not_found();
     }
@@ -169,28 +189,59 @@ fn handle(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
 
     let (opts, target) = match pending {
         PendingRequest::Exec(r) => (
-            Options { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty },
-            Target::Exec { container_id: r.container_id, cmd: r.cmd },
+            Options {
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                tty: r.tty,
+            },
+            Target::Exec {
+                container_id: r.container_id,
+                cmd: r.cmd,
+            },
         ),
         PendingRequest::Attach(r) => (
-            Options { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty },
-            Target::Attach { container_id: r.container_id },
+            Options {
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                tty: r.tty,
+            },
+            Target::Attach {
+                container_id: r.container_id,
+            },
         ),
         PendingRequest::PortForward(r) => {
-            return port_forward(headers, req.uri().query(), r, on_upgrade, backend, tasks, websocket);
+            return port_forward(
+                headers,
+                req.uri().query(),
+                r,
+                on_upgrade,
+                backend,
+                tasks,
+                websocket,
+            );
         }
     };
 
     if websocket {
         let (resp, protocol) = match websocket_accept(headers, remotecommand::WEBSOCKET_PROTOCOLS) {
             Ok(accepted) => accepted,
-            Err(resp) => return resp,
+            Err(refused) => return *refused,
         };
         let t = tasks.clone();
         tasks.spawn(async move {
             match on_upgrade.await {
                 Ok(io) => {
-                    remotecommand::serve_websocket(TokioIo::new(io), protocol, opts, target, backend, t).await
+                    remotecommand::serve_websocket(
+                        TokioIo::new(io),
+                        protocol,
+                        opts,
+                        target,
+                        backend,
+                        t,
+                    )
+                    .await
                 }
                 Err(e) => tracing::debug!(error = %e, "streaming: websocket upgrade failed"),
             }
@@ -200,7 +251,7 @@ fn handle(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
 
     let (resp, protocol) = match spdy_accept(headers, remotecommand::SPDY_PROTOCOLS) {
         Ok(accepted) => accepted,
-        Err(resp) => return resp,
+        Err(refused) => return *refused,
     };
     let t = tasks.clone();
     tasks.spawn(async move {
@@ -232,21 +283,33 @@ fn port_forward(
             Ok(Some(ports)) => ports,
             Ok(None) => match portforward::ports_from_request(&req.port) {
                 Ok(ports) if !ports.is_empty() => ports,
-                Ok(_) => return text(StatusCode::BAD_REQUEST, "query parameter \"port\" is required"),
+                Ok(_) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "query parameter \"port\" is required",
+                    )
+                }
                 Err(e) => return text(StatusCode::BAD_REQUEST, e),
             },
             Err(e) => return text(StatusCode::BAD_REQUEST, e),
         };
         let (resp, protocol) = match websocket_accept(headers, portforward::WEBSOCKET_PROTOCOLS) {
             Ok(accepted) => accepted,
-            Err(resp) => return resp,
+            Err(refused) => return *refused,
         };
         let t = tasks.clone();
         tasks.spawn(async move {
             match on_upgrade.await {
                 Ok(io) => {
-                    portforward::serve_websocket(TokioIo::new(io), protocol, ports, sandbox_id, backend, t)
-                        .await
+                    portforward::serve_websocket(
+                        TokioIo::new(io),
+                        protocol,
+                        ports,
+                        sandbox_id,
+                        backend,
+                        t,
+                    )
+                    .await
                 }
                 Err(e) => tracing::debug!(error = %e, "streaming: websocket upgrade failed"),
             }
@@ -255,7 +318,7 @@ fn port_forward(
     }
     let (resp, _protocol) = match spdy_accept(headers, portforward::SPDY_PROTOCOLS) {
         Ok(accepted) => accepted,
-        Err(resp) => return resp,
+        Err(refused) => return *refused,
     };
     let t = tasks.clone();
     tasks.spawn(async move {
@@ -274,11 +337,19 @@ fn port_forward(
 fn websocket_accept(
     headers: &HeaderMap,
     supported: &[&str],
-) -> Result<(Response<Body>, WsProtocol), Response<Body>> {
-    let protocol = websocket::negotiate(headers, supported)
-        .map_err(|e| text(StatusCode::FORBIDDEN, format!("unable to upgrade: {e}")))?;
-    let resp = websocket::accept_response(headers, &protocol)
-        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("unable to upgrade: {e}")))?;
+) -> Result<(Response<Body>, WsProtocol), Refused> {
+    let protocol = websocket::negotiate(headers, supported).map_err(|e| {
+        Box::new(text(
+            StatusCode::FORBIDDEN,
+            format!("unable to upgrade: {e}"),
+        ))
+    })?;
+    let resp = websocket::accept_response(headers, &protocol).map_err(|e| {
+        Box::new(text(
+            StatusCode::BAD_REQUEST,
+            format!("unable to upgrade: {e}"),
+        ))
+    })?;
     Ok((resp, protocol))
 }
 
@@ -287,7 +358,7 @@ fn websocket_accept(
 fn spdy_accept(
     headers: &HeaderMap,
     supported: &'static [&'static str],
-) -> Result<(Response<Body>, &'static str), Response<Body>> {
+) -> Result<(Response<Body>, &'static str), Refused> {
     let offered: Vec<&str> = headers
         .get_all(HEADER_PROTOCOL_VERSION)
         .iter()
@@ -298,9 +369,12 @@ fn spdy_accept(
         .collect();
     if offered.is_empty() {
         let msg = "unable to upgrade: header X-Stream-Protocol-Version is missing or has no valid protocols";
-        return Err(text(StatusCode::BAD_REQUEST, msg));
+        return Err(Box::new(text(StatusCode::BAD_REQUEST, msg)));
     }
-    let Some(protocol) = offered.iter().find_map(|o| supported.iter().find(|s| *s == o)) else {
+    let Some(protocol) = offered
+        .iter()
+        .find_map(|o| supported.iter().find(|s| *s == o))
+    else {
         let mut resp = text(
             StatusCode::FORBIDDEN,
             format!(
@@ -308,21 +382,28 @@ fn spdy_accept(
             ),
         );
         for s in supported {
-            resp.headers_mut().append(HEADER_ACCEPTED_PROTOCOL_VERSIONS, HeaderValue::from_static(s));
+            resp.headers_mut().append(
+                HEADER_ACCEPTED_PROTOCOL_VERSIONS,
+                HeaderValue::from_static(s),
+            );
         }
-        return Err(resp);
+        return Err(Box::new(resp));
     };
     let upgrade_spdy = headers
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("spdy/3.1"));
     if !upgrade_spdy || !websocket::connection_has_upgrade(headers) {
-        return Err(text(StatusCode::BAD_REQUEST, "unable to upgrade: missing upgrade headers in request"));
+        let msg = "unable to upgrade: missing upgrade headers in request";
+        return Err(Box::new(text(StatusCode::BAD_REQUEST, msg)));
     }
     let mut resp = Response::new(Body::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
-    h.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
     h.insert(http::header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
     h.insert(HEADER_PROTOCOL_VERSION, HeaderValue::from_static(protocol));
     Ok((resp, protocol))
@@ -346,19 +427,30 @@ mod tests {
             ("connection", "Upgrade"),
             ("upgrade", "SPDY/3.1"),
             ("x-stream-protocol-version", "v6.channel.k8s.io"),
-            ("x-stream-protocol-version", "v4.channel.k8s.io, v3.channel.k8s.io"),
+            (
+                "x-stream-protocol-version",
+                "v4.channel.k8s.io, v3.channel.k8s.io",
+            ),
         ]);
         let (resp, protocol) = spdy_accept(&h, remotecommand::SPDY_PROTOCOLS).unwrap();
         assert_eq!(protocol, "v4.channel.k8s.io");
         assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-        assert_eq!(resp.headers()["x-stream-protocol-version"], "v4.channel.k8s.io");
+        assert_eq!(
+            resp.headers()["x-stream-protocol-version"],
+            "v4.channel.k8s.io"
+        );
         assert_eq!(resp.headers()["upgrade"], "SPDY/3.1");
     }
 
     #[test]
     fn spdy_handshake_refusals_match_upstream_codes() {
         let no_version = headers(&[("connection", "Upgrade"), ("upgrade", "SPDY/3.1")]);
-        assert_eq!(spdy_accept(&no_version, remotecommand::SPDY_PROTOCOLS).unwrap_err().status(), 400);
+        assert_eq!(
+            spdy_accept(&no_version, remotecommand::SPDY_PROTOCOLS)
+                .unwrap_err()
+                .status(),
+            400
+        );
         let unknown = headers(&[
             ("connection", "Upgrade"),
             ("upgrade", "SPDY/3.1"),
@@ -366,8 +458,19 @@ mod tests {
         ]);
         let resp = spdy_accept(&unknown, remotecommand::SPDY_PROTOCOLS).unwrap_err();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-        assert_eq!(resp.headers().get_all(HEADER_ACCEPTED_PROTOCOL_VERSIONS).iter().count(), 5);
+        assert_eq!(
+            resp.headers()
+                .get_all(HEADER_ACCEPTED_PROTOCOL_VERSIONS)
+                .iter()
+                .count(),
+            5
+        );
         let not_upgrade = headers(&[("x-stream-protocol-version", "portforward.k8s.io")]);
-        assert_eq!(spdy_accept(&not_upgrade, portforward::SPDY_PROTOCOLS).unwrap_err().status(), 400);
+        assert_eq!(
+            spdy_accept(&not_upgrade, portforward::SPDY_PROTOCOLS)
+                .unwrap_err()
+                .status(),
+            400
+        );
     }
 }

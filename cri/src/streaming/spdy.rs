@@ -13,11 +13,10 @@
 use std::io;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// The SPDY/3 header compression dictionary (1423 bytes, Adler-32 0xe3c6a7c2).
-pub const DICTIONARY: &[u8] = include_bytes!("spdy3_dictionary.bin");
+pub use super::spdy_headers::{header, Headers, DICTIONARY};
+use super::spdy_headers::{HeaderCompressor, HeaderDecompressor};
 
 pub const VERSION: u16 = 3;
 
@@ -40,21 +39,6 @@ pub const RST_CANCEL: u32 = 5;
 
 /// Largest frame payload accepted (the 24-bit length field's maximum).
 const MAX_PAYLOAD: usize = (1 << 24) - 1;
-/// Largest decompressed header block accepted: streaming requests carry a handful of
-/// short headers, so anything near this is an attack.
-const MAX_HEADER_BLOCK: usize = 256 * 1024;
-
-/// Header name/value pairs; names are lowercase on the wire (SPDY/3 requires it).
-pub type Headers = Vec<(String, String)>;
-
-/// The value of header `name` (case-insensitive), if present.
-pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     Data {
@@ -105,71 +89,13 @@ pub enum Frame {
     },
 }
 
-fn protocol_error(msg: impl Into<String>) -> io::Error {
+pub(crate) fn protocol_error(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("spdy: {}", msg.into()))
-}
-
-/// Serialises a header block (before compression).
-fn encode_header_block(headers: &Headers) -> Vec<u8> {
-    // SPDY forbids repeating a name: values of one name are joined with NUL.
-    let mut merged: Vec<(String, String)> = Vec::new();
-    for (name, value) in headers {
-        let name = name.to_ascii_lowercase();
-        match merged.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, v)) => {
-                v.push('\0');
-                v.push_str(value);
-            }
-            None => merged.push((name, value.clone())),
-        }
-    }
-    let mut out = Vec::new();
-    out.put_u32(merged.len() as u32);
-    for (name, value) in &merged {
-        out.put_u32(name.len() as u32);
-        out.put_slice(name.as_bytes());
-        out.put_u32(value.len() as u32);
-        out.put_slice(value.as_bytes());
-    }
-    out
-}
-
-/// Parses a decompressed header block; multi-valued headers become several pairs.
-fn decode_header_block(mut raw: &[u8]) -> io::Result<Headers> {
-    fn take<'a>(raw: &mut &'a [u8], what: &str) -> io::Result<&'a [u8]> {
-        if raw.len() < 4 {
-            return Err(protocol_error(format!("header block truncated in {what}")));
-        }
-        let len = raw.get_u32() as usize;
-        if raw.len() < len {
-            return Err(protocol_error(format!("header block truncated in {what}")));
-        }
-        let (v, rest) = raw.split_at(len);
-        *raw = rest;
-        Ok(v)
-    }
-    if raw.len() < 4 {
-        return Err(protocol_error("header block without a count"));
-    }
-    let count = raw.get_u32();
-    let mut headers = Vec::new();
-    for _ in 0..count {
-        let name = take(&mut raw, "name")?;
-        let value = take(&mut raw, "value")?;
-        if name.is_empty() {
-            return Err(protocol_error("empty header name"));
-        }
-        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-        for v in value.split(|b| *b == 0) {
-            headers.push((name.clone(), String::from_utf8_lossy(v).into_owned()));
-        }
-    }
-    Ok(headers)
 }
 
 /// Writes frames; owns the connection's outgoing header compression context.
 pub struct FrameEncoder {
-    zlib: Compress,
+    headers: HeaderCompressor,
 }
 
 impl Default for FrameEncoder {
@@ -180,30 +106,8 @@ impl Default for FrameEncoder {
 
 impl FrameEncoder {
     pub fn new() -> Self {
-        let mut zlib = Compress::new(Compression::default(), true);
-        // Only fails for a stream already in use, which this one is not.
-        let _ = zlib.set_dictionary(DICTIONARY);
-        Self { zlib }
-    }
-
-    /// Compresses one header block with a sync flush, so the peer can decode it without
-    /// waiting for more input while the zlib stream continues across frames.
-    fn compress(&mut self, raw: &[u8]) -> io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(raw.len() / 2 + 64);
-        let mut consumed = 0;
-        loop {
-            if out.capacity() - out.len() < 64 {
-                out.reserve(out.capacity().max(256));
-            }
-            let before = self.zlib.total_in();
-            self.zlib
-                .compress_vec(&raw[consumed..], &mut out, FlushCompress::Sync)
-                .map_err(|e| protocol_error(format!("compressing headers: {e}")))?;
-            consumed += (self.zlib.total_in() - before) as usize;
-            // The flush is complete once zlib stopped with room to spare.
-            if consumed == raw.len() && out.len() < out.capacity() {
-                return Ok(out);
-            }
+        Self {
+            headers: HeaderCompressor::new(),
         }
     }
 
@@ -226,7 +130,7 @@ impl FrameEncoder {
     }
 
     fn with_headers(&mut self, prefix: &[u8], headers: &Headers) -> io::Result<Vec<u8>> {
-        let block = self.compress(&encode_header_block(headers))?;
+        let block = self.headers.compress(headers)?;
         let mut payload = Vec::with_capacity(prefix.len() + block.len());
         payload.extend_from_slice(prefix);
         payload.extend_from_slice(&block);
@@ -275,7 +179,11 @@ impl Encoder<Frame> for FrameEncoder {
                 prefix.put_u8((priority & 0x07) << 5);
                 prefix.put_u8(0); // credential slot
                 let payload = self.with_headers(&prefix, &headers)?;
-                let uni = if unidirectional { FLAG_UNIDIRECTIONAL } else { 0 };
+                let uni = if unidirectional {
+                    FLAG_UNIDIRECTIONAL
+                } else {
+                    0
+                };
                 self.control(TYPE_SYN_STREAM, fin_flag(fin) | uni, &payload, dst)
             }
             Frame::SynReply {
@@ -283,7 +191,8 @@ impl Encoder<Frame> for FrameEncoder {
                 fin,
                 headers,
             } => {
-                let payload = self.with_headers(&(stream_id & 0x7fff_ffff).to_be_bytes(), &headers)?;
+                let payload =
+                    self.with_headers(&(stream_id & 0x7fff_ffff).to_be_bytes(), &headers)?;
                 self.control(TYPE_SYN_REPLY, fin_flag(fin), &payload, dst)
             }
             Frame::Headers {
@@ -291,7 +200,8 @@ impl Encoder<Frame> for FrameEncoder {
                 fin,
                 headers,
             } => {
-                let payload = self.with_headers(&(stream_id & 0x7fff_ffff).to_be_bytes(), &headers)?;
+                let payload =
+                    self.with_headers(&(stream_id & 0x7fff_ffff).to_be_bytes(), &headers)?;
                 self.control(TYPE_HEADERS, fin_flag(fin), &payload, dst)
             }
             Frame::RstStream { stream_id, status } => {
@@ -334,7 +244,7 @@ impl Encoder<Frame> for FrameEncoder {
 
 /// Reads frames; owns the connection's incoming header decompression context.
 pub struct FrameDecoder {
-    zlib: Decompress,
+    headers: HeaderDecompressor,
 }
 
 impl Default for FrameDecoder {
@@ -346,42 +256,8 @@ impl Default for FrameDecoder {
 impl FrameDecoder {
     pub fn new() -> Self {
         Self {
-            zlib: Decompress::new(true),
+            headers: HeaderDecompressor::new(),
         }
-    }
-
-    fn decompress(&mut self, input: &[u8]) -> io::Result<Headers> {
-        let mut out = Vec::with_capacity(input.len() * 4 + 64);
-        let mut consumed = 0;
-        loop {
-            if out.len() == out.capacity() {
-                if out.len() >= MAX_HEADER_BLOCK {
-                    return Err(protocol_error("header block too large"));
-                }
-                out.reserve(out.capacity().max(256));
-            }
-            let (in_before, out_before) = (self.zlib.total_in(), out.len());
-            let status = match self.zlib.decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync) {
-                Ok(status) => status,
-                Err(e) if e.needs_dictionary().is_some() => {
-                    self.zlib
-                        .set_dictionary(DICTIONARY)
-                        .map_err(|e| protocol_error(format!("header dictionary: {e}")))?;
-                    consumed += (self.zlib.total_in() - in_before) as usize;
-                    continue;
-                }
-                Err(e) => return Err(protocol_error(format!("decompressing headers: {e}"))),
-            };
-            consumed += (self.zlib.total_in() - in_before) as usize;
-            let stalled = consumed == input.len() && out.len() < out.capacity();
-            if stalled || status == Status::StreamEnd {
-                break;
-            }
-            if status == Status::BufError && out.len() == out_before && out.len() < out.capacity() {
-                return Err(protocol_error("header block truncated"));
-            }
-        }
-        decode_header_block(&out)
     }
 }
 
@@ -418,7 +294,9 @@ impl Decoder for FrameDecoder {
         }
         let need = |p: &Bytes, n: usize| {
             if p.len() < n {
-                Err(protocol_error(format!("control frame type {frame_type} too short")))
+                Err(protocol_error(format!(
+                    "control frame type {frame_type} too short"
+                )))
             } else {
                 Ok(())
             }
@@ -436,17 +314,25 @@ impl Decoder for FrameDecoder {
                     priority,
                     fin,
                     unidirectional: flags & FLAG_UNIDIRECTIONAL != 0,
-                    headers: self.decompress(&p)?,
+                    headers: self.headers.decompress(&p)?,
                 }
             }
             TYPE_SYN_REPLY | TYPE_HEADERS => {
                 need(&p, 4)?;
                 let stream_id = p.get_u32() & 0x7fff_ffff;
-                let headers = self.decompress(&p)?;
+                let headers = self.headers.decompress(&p)?;
                 if frame_type == TYPE_SYN_REPLY {
-                    Frame::SynReply { stream_id, fin, headers }
+                    Frame::SynReply {
+                        stream_id,
+                        fin,
+                        headers,
+                    }
                 } else {
-                    Frame::Headers { stream_id, fin, headers }
+                    Frame::Headers {
+                        stream_id,
+                        fin,
+                        headers,
+                    }
                 }
             }
             TYPE_RST_STREAM => {
@@ -477,7 +363,10 @@ impl Decoder for FrameDecoder {
                 let last_good_stream_id = p.get_u32() & 0x7fff_ffff;
                 // SPDY/3 added the status; tolerate SPDY/2-sized frames.
                 let status = if p.len() >= 4 { p.get_u32() } else { 0 };
-                Frame::GoAway { last_good_stream_id, status }
+                Frame::GoAway {
+                    last_good_stream_id,
+                    status,
+                }
             }
             TYPE_WINDOW_UPDATE => {
                 need(&p, 8)?;
@@ -497,7 +386,10 @@ mod tests {
     use super::*;
 
     fn hdrs(pairs: &[(&str, &str)]) -> Headers {
-        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
     }
 
     fn roundtrip(frames: Vec<Frame>) -> Vec<Frame> {
@@ -515,13 +407,6 @@ mod tests {
     }
 
     #[test]
-    fn dictionary_is_the_spdy3_one() {
-        assert_eq!(DICTIONARY.len(), 1423);
-        assert_eq!(&DICTIONARY[..11], b"\0\0\0\x07options");
-        assert!(DICTIONARY.ends_with(b",enq=0."));
-    }
-
-    #[test]
     fn every_frame_type_roundtrips() {
         let frames = vec![
             Frame::SynStream {
@@ -532,15 +417,42 @@ mod tests {
                 unidirectional: false,
                 headers: hdrs(&[("streamtype", "error")]),
             },
-            Frame::SynReply { stream_id: 1, fin: false, headers: vec![] },
-            Frame::Data { stream_id: 1, fin: false, data: Bytes::from_static(b"hello") },
-            Frame::Data { stream_id: 1, fin: true, data: Bytes::new() },
-            Frame::Headers { stream_id: 3, fin: true, headers: hdrs(&[("a", "b")]) },
-            Frame::RstStream { stream_id: 3, status: RST_CANCEL },
-            Frame::Settings { entries: vec![(1, 7, 65536)] },
+            Frame::SynReply {
+                stream_id: 1,
+                fin: false,
+                headers: vec![],
+            },
+            Frame::Data {
+                stream_id: 1,
+                fin: false,
+                data: Bytes::from_static(b"hello"),
+            },
+            Frame::Data {
+                stream_id: 1,
+                fin: true,
+                data: Bytes::new(),
+            },
+            Frame::Headers {
+                stream_id: 3,
+                fin: true,
+                headers: hdrs(&[("a", "b")]),
+            },
+            Frame::RstStream {
+                stream_id: 3,
+                status: RST_CANCEL,
+            },
+            Frame::Settings {
+                entries: vec![(1, 7, 65536)],
+            },
             Frame::Ping { id: 7 },
-            Frame::GoAway { last_good_stream_id: 5, status: 0 },
-            Frame::WindowUpdate { stream_id: 1, delta: 4096 },
+            Frame::GoAway {
+                last_good_stream_id: 5,
+                status: 0,
+            },
+            Frame::WindowUpdate {
+                stream_id: 1,
+                delta: 4096,
+            },
         ];
         assert_eq!(roundtrip(frames.clone()), frames);
     }
@@ -563,40 +475,33 @@ mod tests {
     }
 
     #[test]
-    fn multi_valued_and_uppercase_headers_are_normalised() {
-        let sent = hdrs(&[("StreamType", "stdin"), ("x", "1"), ("X", "2")]);
-        let got = roundtrip(vec![Frame::SynReply { stream_id: 1, fin: false, headers: sent }]);
-        let Frame::SynReply { headers, .. } = &got[0] else { panic!("{got:?}") };
-        assert_eq!(headers, &hdrs(&[("streamtype", "stdin"), ("x", "1"), ("x", "2")]));
-        assert_eq!(header(headers, "streamType"), Some("stdin"));
-    }
-
-    #[test]
     fn control_frame_layout_matches_the_spec() {
         let mut wire = BytesMut::new();
-        FrameEncoder::new().encode(Frame::Ping { id: 9 }, &mut wire).unwrap();
-        assert_eq!(&wire[..], &[0x80, 0x03, 0x00, 0x06, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 9]);
+        FrameEncoder::new()
+            .encode(Frame::Ping { id: 9 }, &mut wire)
+            .unwrap();
+        assert_eq!(
+            &wire[..],
+            &[0x80, 0x03, 0x00, 0x06, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 9]
+        );
         let mut wire = BytesMut::new();
-        let data = Frame::Data { stream_id: 3, fin: true, data: Bytes::from_static(b"ab") };
+        let data = Frame::Data {
+            stream_id: 3,
+            fin: true,
+            data: Bytes::from_static(b"ab"),
+        };
         FrameEncoder::new().encode(data, &mut wire).unwrap();
         assert_eq!(&wire[..], &[0, 0, 0, 3, 0x01, 0, 0, 2, b'a', b'b']);
     }
 
     #[test]
-    fn compressed_header_block_announces_the_dictionary() {
-        let mut wire = BytesMut::new();
-        let reply = Frame::SynReply { stream_id: 1, fin: false, headers: vec![] };
-        FrameEncoder::new().encode(reply, &mut wire).unwrap();
-        let zlib = &wire[12..];
-        // CMF/FLG with FDICT set, then the dictionary's Adler-32.
-        assert_eq!(zlib[1] & 0x20, 0x20);
-        assert_eq!(&zlib[2..6], &0xe3c6_a7c2u32.to_be_bytes());
-    }
-
-    #[test]
     fn partial_frames_wait_for_more_bytes() {
         let mut wire = BytesMut::new();
-        let data = Frame::Data { stream_id: 1, fin: false, data: Bytes::from_static(b"xyz") };
+        let data = Frame::Data {
+            stream_id: 1,
+            fin: false,
+            data: Bytes::from_static(b"xyz"),
+        };
         FrameEncoder::new().encode(data.clone(), &mut wire).unwrap();
         let mut dec = FrameDecoder::new();
         let mut partial = BytesMut::from(&wire[..9]);
@@ -618,7 +523,8 @@ mod tests {
 
     #[test]
     fn garbage_header_block_is_an_error_not_a_panic() {
-        let mut wire = BytesMut::from(&[0x80, 0x03, 0x00, 0x02, 0, 0, 0, 8, 0, 0, 0, 1, 1, 2, 3, 4][..]);
+        let mut wire =
+            BytesMut::from(&[0x80, 0x03, 0x00, 0x02, 0, 0, 0, 8, 0, 0, 0, 1, 1, 2, 3, 4][..]);
         assert!(FrameDecoder::new().decode(&mut wire).is_err());
     }
 }

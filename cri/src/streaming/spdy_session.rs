@@ -45,12 +45,18 @@ impl SpdyStream {
 
     /// A handle that finishes this stream later, whoever holds its writer by then.
     pub fn closer(&self) -> StreamCloser {
-        StreamCloser { id: self.id, out: self.out.clone() }
+        StreamCloser {
+            id: self.id,
+            out: self.out.clone(),
+        }
     }
 
     /// Refuses the stream (RST_STREAM), for streams with missing or bad headers.
     pub async fn reset(self, status: u32) {
-        let rst = Frame::RstStream { stream_id: self.id, status };
+        let rst = Frame::RstStream {
+            stream_id: self.id,
+            status,
+        };
         let _ = self.out.send(Out::Control(rst)).await;
     }
 }
@@ -63,7 +69,11 @@ pub struct StreamCloser {
 
 impl StreamCloser {
     pub async fn finish(self) {
-        let fin = Out::Data { stream: self.id, data: Bytes::new(), fin: true };
+        let fin = Out::Data {
+            stream: self.id,
+            data: Bytes::new(),
+            fin: true,
+        };
         let _ = self.out.send(fin).await;
     }
 }
@@ -143,31 +153,49 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             Some(Ok(frame)) => frame,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "spdy: closing connection on a bad frame");
-                let goaway = Frame::GoAway { last_good_stream_id: last_id, status: 1 };
+                let goaway = Frame::GoAway {
+                    last_good_stream_id: last_id,
+                    status: 1,
+                };
                 let _ = out.send(Out::Control(goaway)).await;
                 break;
             }
             None => break,
         };
         match frame {
-            Frame::SynStream { stream_id, fin, headers, .. } => {
+            Frame::SynStream {
+                stream_id,
+                fin,
+                headers,
+                ..
+            } => {
                 // Client streams are odd and increase (SPDY/3 2.3.2).
                 if stream_id % 2 == 0 || stream_id <= last_id {
-                    let rst = Frame::RstStream { stream_id, status: spdy::RST_PROTOCOL_ERROR };
+                    let rst = Frame::RstStream {
+                        stream_id,
+                        status: spdy::RST_PROTOCOL_ERROR,
+                    };
                     let _ = out.send(Out::Control(rst)).await;
                     continue;
                 }
                 last_id = stream_id;
                 let (tx, reader) = ChannelReader::pair();
                 let reset = Arc::new(AtomicBool::new(false));
-                let reply = Frame::SynReply { stream_id, fin: false, headers: Vec::new() };
+                let reply = Frame::SynReply {
+                    stream_id,
+                    fin: false,
+                    headers: Vec::new(),
+                };
                 // Queued before the stream is handed out, so its data cannot overtake it.
                 if out.send(Out::Control(reply)).await.is_err() {
                     break;
                 }
                 streams.insert(
                     stream_id,
-                    InStream { tx: (!fin).then_some(tx), reset: reset.clone() },
+                    InStream {
+                        tx: (!fin).then_some(tx),
+                        reset: reset.clone(),
+                    },
                 );
                 let stream = SpdyStream {
                     id: stream_id,
@@ -184,8 +212,14 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                     stream.reset(spdy::RST_REFUSED_STREAM).await;
                 }
             }
-            Frame::Data { stream_id, fin, data } => {
-                let Some(stream) = streams.get_mut(&stream_id) else { continue };
+            Frame::Data {
+                stream_id,
+                fin,
+                data,
+            } => {
+                let Some(stream) = streams.get_mut(&stream_id) else {
+                    continue;
+                };
                 if let Some(tx) = &stream.tx {
                     // A dropped reader means nobody wants this input: discard it.
                     if !data.is_empty() && tx.send(data).await.is_err() {
@@ -242,7 +276,11 @@ async fn write_loop<W: AsyncWrite + Send + Unpin>(
                 if fin {
                     open.remove(&stream);
                 }
-                Some(Frame::Data { stream_id: stream, fin, data })
+                Some(Frame::Data {
+                    stream_id: stream,
+                    fin,
+                    data,
+                })
             }
             Out::Control(frame) => {
                 match &frame {
@@ -261,12 +299,19 @@ async fn write_loop<W: AsyncWrite + Send + Unpin>(
                 let mut ids: Vec<u32> = open.drain().collect();
                 ids.sort_unstable();
                 for id in ids {
-                    let fin = Frame::Data { stream_id: id, fin: true, data: Bytes::new() };
+                    let fin = Frame::Data {
+                        stream_id: id,
+                        fin: true,
+                        data: Bytes::new(),
+                    };
                     if sink.feed(fin).await.is_err() {
                         break;
                     }
                 }
-                let goaway = Frame::GoAway { last_good_stream_id: last_id, status: 0 };
+                let goaway = Frame::GoAway {
+                    last_good_stream_id: last_id,
+                    status: 0,
+                };
                 let _ = sink.send(goaway).await;
                 let _ = sink.get_mut().shutdown().await;
                 // The read side stays open a moment (LINGER) so the client reads

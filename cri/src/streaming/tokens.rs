@@ -86,7 +86,9 @@ impl TokenCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the maps inconsistent in a way
         // that matters (worst case a stale order entry), so keep serving.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn insert_at(
@@ -181,8 +183,12 @@ mod tests {
         let t0 = Instant::now();
         let fresh = cache.insert_at(exec(), t0).unwrap();
         let stale = cache.insert_at(exec(), t0).unwrap();
-        assert!(cache.consume_at(&fresh, t0 + Duration::from_secs(59)).is_some());
-        assert!(cache.consume_at(&stale, t0 + Duration::from_secs(61)).is_none());
+        assert!(cache
+            .consume_at(&fresh, t0 + Duration::from_secs(59))
+            .is_some());
+        assert!(cache
+            .consume_at(&stale, t0 + Duration::from_secs(61))
+            .is_none());
         // An expired token is gone, not merely refused.
         assert!(cache.consume_at(&stale, t0).is_none());
     }
@@ -194,7 +200,9 @@ mod tests {
         let b = cache.insert(exec()).unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 16);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     }
 
     #[test]
@@ -207,7 +215,9 @@ mod tests {
         let err = cache.insert_at(exec(), t0).unwrap_err();
         assert!(matches!(err, CriError::Unavailable(_)), "{err:?}");
         // Once the first batch expired, inserting works again and frees the old ones.
-        cache.insert_at(exec(), t0 + TOKEN_TTL + Duration::from_secs(1)).unwrap();
+        cache
+            .insert_at(exec(), t0 + TOKEN_TTL + Duration::from_secs(1))
+            .unwrap();
         assert_eq!(cache.len(), 1);
     }
 

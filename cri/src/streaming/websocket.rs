@@ -87,11 +87,17 @@ pub fn negotiate(headers: &HeaderMap, supported: &[&str]) -> Result<WsProtocol, 
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .collect();
-    let candidates = if offered.is_empty() { vec![""] } else { offered.clone() };
+    let candidates = if offered.is_empty() {
+        vec![""]
+    } else {
+        offered.clone()
+    };
     candidates
         .into_iter()
         .find(|p| supported.contains(p))
-        .map(|p| WsProtocol { name: p.to_string() })
+        .map(|p| WsProtocol {
+            name: p.to_string(),
+        })
         .ok_or_else(|| {
             format!("requested protocol(s) are not supported: {offered:?}; supports {supported:?}")
         })
@@ -102,7 +108,9 @@ pub fn accept_response<B: Default>(
     headers: &HeaderMap,
     protocol: &WsProtocol,
 ) -> Result<Response<B>, String> {
-    let version = headers.get(http::header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes);
+    let version = headers
+        .get(http::header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes);
     if version != Some(b"13") {
         return Err("unsupported or missing Sec-WebSocket-Version (want 13)".into());
     }
@@ -113,8 +121,12 @@ pub fn accept_response<B: Default>(
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|e| e.to_string())?;
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
+    let accept =
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|e| e.to_string())?;
     h.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
     if !protocol.name.is_empty() {
         let p = HeaderValue::from_str(&protocol.name).map_err(|e| e.to_string())?;
@@ -164,17 +176,36 @@ impl WsSession {
             };
             inputs.push(tx);
             let reset = Default::default();
-            channels.push(WsChannel { reader, writer: ChannelWriter::new(out_tx.clone(), i as u32, reset) });
+            channels.push(WsChannel {
+                reader,
+                writer: ChannelWriter::new(out_tx.clone(), i as u32, reset),
+            });
         }
-        tasks.spawn(write_loop(sink, out_rx, protocol.base64(), done_tx, closed.clone()));
+        tasks.spawn(write_loop(
+            sink,
+            out_rx,
+            protocol.base64(),
+            done_tx,
+            closed.clone(),
+        ));
         tasks.spawn(read_loop(stream, inputs, protocol.clone(), closed));
-        let session = Self { out: out_tx, writer_done: Some(done_rx) };
+        let session = Self {
+            out: out_tx,
+            writer_done: Some(done_rx),
+        };
         (session, channels)
     }
 
     /// Sends an empty message on `channel`: upstream's "connection established" signal.
     pub async fn announce(&self, channel: u32) {
-        let _ = self.out.send(Out::Data { stream: channel, data: Bytes::new(), fin: false }).await;
+        let _ = self
+            .out
+            .send(Out::Data {
+                stream: channel,
+                data: Bytes::new(),
+                fin: false,
+            })
+            .await;
     }
 
     /// Ends the session after everything queued so far with a normal Close frame.
@@ -217,7 +248,9 @@ async fn read_loop<S>(
             }
             None => break,
         };
-        let Some((&first, payload)) = data.split_first() else { continue };
+        let Some((&first, payload)) = data.split_first() else {
+            continue;
+        };
         if protocol.close_signal() && first == CLOSE_SIGNAL {
             match payload {
                 [channel] => {
@@ -232,8 +265,14 @@ async fn read_loop<S>(
                 }
             }
         }
-        let channel = if protocol.base64() { first.wrapping_sub(b'0') } else { first } as usize;
-        let Some(Some(input)) = inputs.get(channel) else { continue };
+        let channel = if protocol.base64() {
+            first.wrapping_sub(b'0')
+        } else {
+            first
+        } as usize;
+        let Some(Some(input)) = inputs.get(channel) else {
+            continue;
+        };
         let payload = if protocol.base64() {
             match base64::engine::general_purpose::STANDARD.decode(payload) {
                 Ok(decoded) => Bytes::from(decoded),
@@ -263,11 +302,18 @@ async fn write_loop<S>(
     while let Some(item) = out.recv().await {
         let msg = match item {
             // No per-channel close towards the client: the session's Close ends them all.
-            Out::Data { fin: true, ref data, .. } if data.is_empty() => None,
+            Out::Data {
+                fin: true,
+                ref data,
+                ..
+            } if data.is_empty() => None,
             Out::Data { stream, data, .. } => Some(encode(stream as u8, &data, base64)),
             Out::Control(_) => None,
             Out::Close => {
-                let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                let frame = CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "".into(),
+                };
                 let _ = sink.send(Message::Close(Some(frame))).await;
                 closed.cancel();
                 let _ = done.send(());
@@ -315,15 +361,27 @@ mod tests {
         h
     }
 
-    const EXEC: &[&str] = &[V5_CHANNEL, V4_CHANNEL, V4_BASE64_CHANNEL, CHANNEL, BASE64_CHANNEL, ""];
+    const EXEC: &[&str] = &[
+        V5_CHANNEL,
+        V4_CHANNEL,
+        V4_BASE64_CHANNEL,
+        CHANNEL,
+        BASE64_CHANNEL,
+        "",
+    ];
 
     #[test]
     fn negotiation_takes_the_clients_first_supported_protocol() {
-        let h = headers(&[("sec-websocket-protocol", "v6.channel.k8s.io, v5.channel.k8s.io, v4.channel.k8s.io")]);
+        let h = headers(&[(
+            "sec-websocket-protocol",
+            "v6.channel.k8s.io, v5.channel.k8s.io, v4.channel.k8s.io",
+        )]);
         assert_eq!(negotiate(&h, EXEC).unwrap().name, V5_CHANNEL);
         assert_eq!(negotiate(&HeaderMap::new(), EXEC).unwrap().name, "");
         let h = headers(&[("sec-websocket-protocol", "v5.channel.k8s.io")]);
-        assert!(negotiate(&h, &[V4_CHANNEL]).unwrap_err().contains("not supported"));
+        assert!(negotiate(&h, &[V4_CHANNEL])
+            .unwrap_err()
+            .contains("not supported"));
     }
 
     #[test]
@@ -344,17 +402,32 @@ mod tests {
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
         ]);
         assert!(is_websocket_request(&h));
-        let resp: Response<()> = accept_response(&h, &WsProtocol { name: V4_CHANNEL.into() }).unwrap();
+        let resp: Response<()> = accept_response(
+            &h,
+            &WsProtocol {
+                name: V4_CHANNEL.into(),
+            },
+        )
+        .unwrap();
         assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
         // RFC 6455's own example.
-        assert_eq!(resp.headers()["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            resp.headers()["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert_eq!(resp.headers()["sec-websocket-protocol"], V4_CHANNEL);
-        assert!(!is_websocket_request(&headers(&[("upgrade", "SPDY/3.1"), ("connection", "Upgrade")])));
+        assert!(!is_websocket_request(&headers(&[
+            ("upgrade", "SPDY/3.1"),
+            ("connection", "Upgrade")
+        ])));
     }
 
     #[test]
     fn frames_carry_the_channel_byte_or_digit() {
-        assert_eq!(encode(1, b"hi", false), Message::Binary(Bytes::from_static(b"\x01hi")));
+        assert_eq!(
+            encode(1, b"hi", false),
+            Message::Binary(Bytes::from_static(b"\x01hi"))
+        );
         assert_eq!(encode(1, b"hi", true), Message::text("1aGk="));
     }
 }
