@@ -164,4 +164,24 @@ mod streaming {
         assert!(log.contains("error forwarding port 1 to pod sb1"), "{log}");
         assert!(log.contains("connection refused"), "{log}");
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn client_go_spdy_over_websocket_port_forward_echoes_and_reports_refused_port() {
+        let (server, _stop) = server().await;
+        let req = api::PortForwardRequest {
+            pod_sandbox_id: "sb1".into(),
+            port: vec![8080, 1],
+        };
+        let (got, log) =
+            run_with_log("portforward-ws", server.port_forward_url(&req).unwrap()).await;
+        if got.is_null() {
+            return;
+        }
+        assert_eq!(got["echo"], "ping0ping1", "{got}");
+        // client-go logs the error stream's message and ends the whole session, as it does
+        // against the upstream kubelet.
+        assert_eq!(got["error"], "lost connection to pod", "{got}");
+        assert!(log.contains("error forwarding port 1 to pod sb1"), "{log}");
+        assert!(log.contains("connection refused"), "{log}");
+    }
 }

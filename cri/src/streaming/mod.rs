@@ -14,7 +14,8 @@
 //! - WebSocket ([`websocket`]) with `Sec-WebSocket-Protocol`: remotecommand
 //!   `v5.channel.k8s.io` (with the half-close signal), `v4.channel.k8s.io`,
 //!   `channel.k8s.io` and their `base64.` variants; port-forward `v4.channel.k8s.io`
-//!   (and base64), one data and one error channel per port.
+//!   (and base64), one data and one error channel per port; and SPDY port-forward
+//!   tunnelled in WebSocket messages (`SPDY/3.1+portforward.k8s.io`, [`ws_tunnel`]).
 //!
 //! What happens inside the container is the [`StreamBackend`]'s business: this module
 //! only moves bytes, terminal sizes and exit codes between the client and the backend,
@@ -31,6 +32,7 @@ pub mod spdy_headers;
 pub mod spdy_session;
 pub mod tokens;
 pub mod websocket;
+pub mod ws_tunnel;
 
 use std::fmt;
 

@@ -7,6 +7,9 @@
 //! `{"closeConnection":true,"message":"..."}`; then both streams are finished. A pair
 //! that stays incomplete for 30 s is dropped with "timed out waiting for streams".
 //!
+//! SPDY may also come tunnelled in WebSocket (`SPDY/3.1+portforward.k8s.io`, crictl's
+//! `-r websocket`); it is then served exactly as above.
+//!
 //! WebSocket (`v4.channel.k8s.io`, base64 variant, or none): one connection forwards
 //! each port once, on channels 2n (data) and 2n+1 (error); the server first writes the
 //! port as two little-endian bytes on both, and errors are plain text.
@@ -28,8 +31,14 @@ use super::StreamBackend;
 pub const PORT_FORWARD_PROTOCOL_V1: &str = "portforward.k8s.io";
 /// Port-forward subprotocols accepted over SPDY.
 pub const SPDY_PROTOCOLS: &[&str] = &[PORT_FORWARD_PROTOCOL_V1];
-/// Port-forward subprotocols accepted over WebSocket ("" = none named).
-pub const WEBSOCKET_PROTOCOLS: &[&str] = &[V4_CHANNEL, V4_BASE64_CHANNEL, ""];
+/// Port-forward subprotocols accepted over WebSocket ("" = none named): the channel
+/// protocols, and SPDY tunnelled in WebSocket (see [`super::ws_tunnel`]).
+pub const WEBSOCKET_PROTOCOLS: &[&str] = &[
+    super::ws_tunnel::SPDY_TUNNEL_PORT_FORWARD,
+    V4_CHANNEL,
+    V4_BASE64_CHANNEL,
+    "",
+];
 
 /// Upstream's error-stream message for SPDY port-forward failures.
 #[derive(Serialize)]

@@ -23,9 +23,12 @@ use super::remotecommand::{self, Options, Target};
 use super::spdy_session::SpdySession;
 use super::tokens::{PendingRequest, TokenCache};
 use super::websocket::{self, WsProtocol};
+use super::ws_tunnel::{WsTunnel, SPDY_TUNNEL_PORT_FORWARD};
 use super::{portforward, StreamBackend};
 use crate::api;
 use crate::error::CriError;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
 
 const HEADER_PROTOCOL_VERSION: &str = "x-stream-protocol-version";
 const HEADER_ACCEPTED_PROTOCOL_VERSIONS: &str = "x-accepted-stream-protocol-versions";
@@ -277,6 +280,26 @@ fn port_forward(
 ) -> Response<Body> {
     let sandbox_id = req.pod_sandbox_id;
     if websocket {
+        let (resp, protocol) = match websocket_accept(headers, portforward::WEBSOCKET_PROTOCOLS) {
+            Ok(accepted) => accepted,
+            Err(refused) => return *refused,
+        };
+        if protocol.name == SPDY_TUNNEL_PORT_FORWARD {
+            let t = tasks.clone();
+            tasks.spawn(async move {
+                match on_upgrade.await {
+                    Ok(io) => {
+                        let ws =
+                            WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None)
+                                .await;
+                        let session = SpdySession::start(WsTunnel::new(ws), &t);
+                        portforward::serve_spdy(session, sandbox_id, backend, t).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "streaming: websocket upgrade failed"),
+                }
+            });
+            return resp;
+        }
         // The ports come from the URL (as kubectl's WebSocket client sends them) or,
         // failing that, from the CRI request.
         let ports = match portforward::ports_from_query(query) {
@@ -292,10 +315,6 @@ fn port_forward(
                 Err(e) => return text(StatusCode::BAD_REQUEST, e),
             },
             Err(e) => return text(StatusCode::BAD_REQUEST, e),
-        };
-        let (resp, protocol) = match websocket_accept(headers, portforward::WEBSOCKET_PROTOCOLS) {
-            Ok(accepted) => accepted,
-            Err(refused) => return *refused,
         };
         let t = tasks.clone();
         tasks.spawn(async move {

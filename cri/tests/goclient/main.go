@@ -2,7 +2,7 @@
 // remotecommand and port-forward clients (SPDY via moby/spdystream, WebSocket via
 // gorilla), the code crictl, the kubelet and kubectl use. Used by cri/tests/streaming_go.rs.
 //
-// Usage: goclient exec-spdy|exec-ws|exec-tty-spdy|attach-spdy|portforward-spdy URL
+// Usage: goclient exec-spdy|exec-ws|exec-tty-spdy|attach-spdy|portforward-spdy|portforward-ws URL
 // It prints one JSON object: stdout, stderr, exit code or error, echoed bytes.
 package main
 
@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
@@ -84,12 +85,21 @@ func main() {
 		} else if err != nil {
 			res.Error = err.Error()
 		}
-	case "portforward-spdy":
-		tr, upgrader, err := spdy.RoundTripperFor(cfg)
+	case "portforward-spdy", "portforward-ws":
+		var dialer httpstream.Dialer
+		if mode == "portforward-ws" {
+			// SPDY tunnelled in WebSocket, as `crictl port-forward -r websocket`.
+			dialer, err = portforward.NewSPDYOverWebsocketDialer(u, cfg)
+		} else {
+			tr, upgrader, rtErr := spdy.RoundTripperFor(cfg)
+			if rtErr != nil {
+				panic(rtErr)
+			}
+			dialer = spdy.NewDialer(upgrader, &http.Client{Transport: tr}, "POST", u)
+		}
 		if err != nil {
 			panic(err)
 		}
-		dialer := spdy.NewDialer(upgrader, &http.Client{Transport: tr}, "POST", u)
 		stop, ready := make(chan struct{}), make(chan struct{})
 		fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:8080", "0:1"}, stop, ready, io.Discard, io.Discard)
 		if err != nil {
