@@ -1,7 +1,7 @@
 //! The streaming server against client-go's real clients (tests/goclient): SPDY through
 //! moby/spdystream and WebSocket through gorilla, the code paths of crictl, the kubelet
 //! and kubectl. Skipped (with a note) when `go` is not installed; the Go module cache or
-//! proxy must provide k8s.io/client-go.
+//! proxy must provide k8s.io/client-go; GANTRY_SKIP_GO_TESTS=1 skips them too.
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -22,6 +22,12 @@
 //! and reports the outcome the way upstream clients decode it.
 //!
 //! It must not know about containerd: the backend is the edge.
+//!
+//! Differences from upstream, on purpose or not yet: no idle timeout on established
+//! sessions (upstream closes after 4 h without traffic); no SPDY flow control (neither
+//! has spdystream, see [`spdy`]); the backend future is not cancelled when a client
+//! vanishes mid-session — it sees EOF on stdin and failing writes instead, and is
+//! dropped when the server shuts down.
 
 pub mod channel;
 pub mod portforward;
