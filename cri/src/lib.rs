@@ -35,6 +35,7 @@ pub mod sandbox;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod streaming;
 pub mod task_io;
 
 pub use config::CriConfig;
