@@ -14,19 +14,15 @@ use crate::api;
 use crate::engine::Engine;
 use crate::error::{CriError, Result};
 use crate::store::{self, ContainerPhase};
+use crate::streaming::{AsyncReadWrite, ExitStatus, StreamBackend, StreamIo, TermSize};
 use crate::task_io::{self, FifoSet};
 
 /// ExecSync keeps at most this much of each output stream, as containerd's CRI.
 const MAX_EXEC_SYNC_OUTPUT: usize = 16 << 20;
 
-/// One exec'd process's stdio and terminal.
-pub struct ExecIo {
-    pub stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
-    pub stdout: Option<Box<dyn AsyncWrite + Send + Unpin>>,
-    pub stderr: Option<Box<dyn AsyncWrite + Send + Unpin>>,
-    pub tty: bool,
-    pub resize: Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
-}
+/// One exec'd or attached process's stdio and terminal, as the streaming server
+/// hands them over.
+pub type ExecIo = StreamIo;
 
 impl Engine {
     pub async fn exec_sync(
@@ -167,23 +163,33 @@ impl Engine {
             let _ = opener.await;
             return Err(CriError::containerd(format!("exec {cmd:?} in container {id}"), s));
         }
-        let (stdin_w, stdout_r, stderr_r) = opener
-            .await
-            .map_err(|e| CriError::Internal(format!("open exec stdio: {e}")))??;
-        // Wait is registered before Start, so a process that exits at once is not missed.
+        // The shim opens an exec's FIFOs when the process starts, not before.
         let mut tasks = self.ctd.tasks();
         let wait_req = self.ctd.req(WaitRequest {
             container_id: id.to_string(),
             exec_id: exec_id.to_string(),
         });
-        self.ctd
+        if let Err(s) = self
+            .ctd
             .tasks()
             .start(self.ctd.req(StartRequest {
                 container_id: id.to_string(),
                 exec_id: exec_id.to_string(),
             }))
             .await
-            .map_err(|s| CriError::containerd(format!("start {cmd:?} in container {id}"), s))?;
+        {
+            for p in [&fifos.stdout, &fifos.stderr].into_iter().flatten() {
+                task_io::unblock_reader(p);
+            }
+            if let Some(p) = &fifos.stdin {
+                task_io::unblock_writer(p);
+            }
+            let _ = opener.await;
+            return Err(CriError::containerd(format!("start {cmd:?} in container {id}"), s));
+        }
+        let (stdin_w, stdout_r, stderr_r) = opener
+            .await
+            .map_err(|e| CriError::Internal(format!("open exec stdio: {e}")))??;
         let mut copies = Vec::new();
         if let (Some(mut r), Some(mut w)) = (stdout_r, io.stdout) {
             copies.push(tokio::spawn(async move {
@@ -206,7 +212,7 @@ impl Engine {
             let engine = self.clone();
             let (id, exec_id) = (id.to_string(), exec_id.to_string());
             tokio::spawn(async move {
-                while let Some((width, height)) = resize.recv().await {
+                while let Some(TermSize { width, height }) = resize.recv().await {
                     let _ = engine
                         .ctd
                         .tasks()
@@ -310,7 +316,7 @@ impl Engine {
             let engine = self.clone();
             let id = c.id.clone();
             tokio::spawn(async move {
-                while let Some((width, height)) = resize.recv().await {
+                while let Some(TermSize { width, height }) = resize.recv().await {
                     let _ = engine
                         .ctd
                         .tasks()
@@ -370,5 +376,27 @@ impl Engine {
             .map_err(|e| CriError::Internal(format!("port-forward: {e}")))?;
         let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
         Ok(())
+    }
+}
+
+/// The streaming server's backend: exec, attach and port-forward on the engine.
+#[tonic::async_trait]
+impl StreamBackend for Engine {
+    async fn exec(&self, container_id: &str, cmd: Vec<String>, io: StreamIo) -> Result<ExitStatus> {
+        let code = self.exec_process(container_id, cmd, io, None).await?;
+        Ok(ExitStatus(code as i32))
+    }
+
+    async fn attach(&self, container_id: &str, io: StreamIo) -> Result<()> {
+        Engine::attach(self, container_id, io).await
+    }
+
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+        stream: Box<dyn AsyncReadWrite>,
+    ) -> Result<()> {
+        Engine::port_forward(self, sandbox_id, port, stream).await
     }
 }

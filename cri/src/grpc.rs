@@ -16,6 +16,7 @@ use crate::api::{
 use crate::error::CriError;
 use crate::engine::Engine;
 use crate::images::Images;
+use crate::streaming::server::StreamingServer;
 use crate::runtime::Runtime;
 
 /// The CRI server: one value serves both services.
@@ -24,6 +25,7 @@ pub struct CriServer {
     pub runtime: Arc<Runtime>,
     pub images: Arc<Images>,
     pub engine: Engine,
+    pub streaming: Arc<StreamingServer>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -365,10 +367,46 @@ impl RuntimeService for CriServer {
         })))
     }
 
+    async fn exec(
+        &self,
+        r: Request<api::ExecRequest>,
+    ) -> Result<Response<api::ExecResponse>, Status> {
+        let r = r.into_inner();
+        let c = self.engine.store.container(&r.container_id)?;
+        let url = self.streaming.exec_url(&api::ExecRequest {
+            container_id: c.id,
+            ..r
+        })?;
+        Ok(Response::new(api::ExecResponse { url }))
+    }
+
+    async fn attach(
+        &self,
+        r: Request<api::AttachRequest>,
+    ) -> Result<Response<api::AttachResponse>, Status> {
+        let r = r.into_inner();
+        let c = self.engine.store.container(&r.container_id)?;
+        let url = self.streaming.attach_url(&api::AttachRequest {
+            container_id: c.id,
+            ..r
+        })?;
+        Ok(Response::new(api::AttachResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        r: Request<api::PortForwardRequest>,
+    ) -> Result<Response<api::PortForwardResponse>, Status> {
+        let r = r.into_inner();
+        let sb = self.engine.store.sandbox(&r.pod_sandbox_id)?;
+        let url = self.streaming.port_forward_url(&api::PortForwardRequest {
+            pod_sandbox_id: sb.id,
+            ..r
+        })?;
+        Ok(Response::new(api::PortForwardResponse { url }))
+    }
+
     not_yet! {
-        exec(api::ExecRequest) -> api::ExecResponse;
-        attach(api::AttachRequest) -> api::AttachResponse;
-        port_forward(api::PortForwardRequest) -> api::PortForwardResponse;
         checkpoint_container(api::CheckpointContainerRequest) -> api::CheckpointContainerResponse;
         checkpoint_pod(api::CheckpointPodRequest) -> api::CheckpointPodResponse;
         restore_pod(api::RestorePodRequest) -> api::RestorePodResponse;

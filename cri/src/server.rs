@@ -19,12 +19,17 @@ use crate::hosts::RegistryHosts;
 use crate::image_pull::Puller;
 use crate::images::Images;
 use crate::runtime::Runtime;
+use crate::streaming::server::StreamingServer;
 
 /// Kubelets send large ListContainers answers back and forth; allow what they do.
 const MAX_MESSAGE: usize = 16 << 20;
 
 impl CriServer {
-    pub fn new(config: &CriConfig) -> Result<Self> {
+    /// Builds the server and starts its streaming server, which runs until `shutdown`.
+    pub async fn new(
+        config: &CriConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Self> {
         let ctd = Containerd::connect_lazy(&config.containerd_address, &config.namespace)?;
         let puller = Puller::new(
             ctd.clone(),
@@ -37,10 +42,16 @@ impl CriServer {
             config.snapshotter.clone(),
             &config.containerd_root,
         ));
+        let engine = Engine::new(ctd.clone(), config.clone(), images.clone());
+        let streaming =
+            StreamingServer::start(config.stream_address, Arc::new(engine.clone()), shutdown)
+                .await?;
+        tracing::info!(address = %streaming.addr(), "streaming server for exec, attach and port-forward");
         Ok(CriServer {
-            runtime: Arc::new(Runtime::new(ctd.clone(), config.clone())),
-            engine: Engine::new(ctd, config.clone(), images.clone()),
+            runtime: Arc::new(Runtime::new(ctd, config.clone())),
+            engine,
             images,
+            streaming,
         })
     }
 }
@@ -48,8 +59,20 @@ impl CriServer {
 /// Serves the CRI on `config.listen` until `shutdown` completes. A stale socket file
 /// left by a crash is replaced; the socket is only for root (mode 0600), like
 /// containerd's.
-pub async fn serve(config: CriConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-    let server = CriServer::new(&config)?;
+pub async fn serve(
+    config: CriConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    // One shutdown signal, seen by the gRPC server and the streaming server.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = CriServer::new(&config, stopped(stop_rx.clone())).await?;
     // Settle what a previous run left before taking calls. containerd may be down:
     // then the CRI still serves (Status says why) and recovery waits for it.
     recover_when_containerd_answers(server.engine.clone()).await;
@@ -86,7 +109,7 @@ pub async fn serve(config: CriConfig, shutdown: impl Future<Output = ()> + Send)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx))
         .await
         .map_err(|e| CriError::Internal(format!("serve CRI on {}: {e}", path.display())));
     let _ = std::fs::remove_file(path);
