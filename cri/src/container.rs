@@ -283,13 +283,7 @@ impl Engine {
             Err(e) => Err(e),
         };
         if let Err(e) = created {
-            for p in [&fifos.stdout, &fifos.stderr].into_iter().flatten() {
-                task_io::unblock_reader(p);
-            }
-            if let Some(p) = &fifos.stdin {
-                task_io::unblock_writer(p);
-            }
-            let _ = opener.await;
+            task_io::abandon_open(&fifos, opener).await;
             fifos.remove();
             return Err(e);
         }

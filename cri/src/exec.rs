@@ -154,13 +154,7 @@ impl Engine {
             }))
             .await;
         if let Err(s) = exec {
-            for p in [&fifos.stdout, &fifos.stderr].into_iter().flatten() {
-                task_io::unblock_reader(p);
-            }
-            if let Some(p) = &fifos.stdin {
-                task_io::unblock_writer(p);
-            }
-            let _ = opener.await;
+            task_io::abandon_open(fifos, opener).await;
             return Err(CriError::containerd(format!("exec {cmd:?} in container {id}"), s));
         }
         // The shim opens an exec's FIFOs when the process starts, not before.
@@ -178,13 +172,7 @@ impl Engine {
             }))
             .await
         {
-            for p in [&fifos.stdout, &fifos.stderr].into_iter().flatten() {
-                task_io::unblock_reader(p);
-            }
-            if let Some(p) = &fifos.stdin {
-                task_io::unblock_writer(p);
-            }
-            let _ = opener.await;
+            task_io::abandon_open(fifos, opener).await;
             return Err(CriError::containerd(format!("start {cmd:?} in container {id}"), s));
         }
         let (stdin_w, stdout_r, stderr_r) = opener

@@ -111,6 +111,28 @@ pub fn unblock_writer(path: &Path) {
         .open(path);
 }
 
+/// Ends an `open_reader`/`open_writer` sequence (`opener`) that will never see the
+/// shim, because the process was not created: it unblocks every FIFO, again and again,
+/// until the opener has returned (each open only unblocks while someone waits on it).
+pub async fn abandon_open<T>(fifos: &FifoSet, opener: tokio::task::JoinHandle<T>) {
+    let mut opener = std::pin::pin!(opener);
+    for _ in 0..500 {
+        for p in [&fifos.stdout, &fifos.stderr].into_iter().flatten() {
+            unblock_reader(p);
+        }
+        if let Some(p) = &fifos.stdin {
+            unblock_writer(p);
+        }
+        if tokio::time::timeout(std::time::Duration::from_millis(10), &mut opener)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    tracing::warn!(dir = %fifos.dir.display(), "FIFO opens did not end; a thread stays blocked");
+}
+
 /// Output of a running container: the log copy consumes it, attach sessions subscribe.
 pub struct ContainerIo {
     pub stdout: broadcast::Sender<Bytes>,
