@@ -455,9 +455,8 @@ impl Engine {
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
         let c = match self.store.container(id) {
             Ok(c) => c,
-            Err(e) if e.is_not_found() => {
-                return Err(CriError::NotFound(format!("container {id:?} not found")))
-            }
+            // Idempotent, as the CRI asks: the kubelet stops containers it only remembers.
+            Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
         };
         if c.state.phase != ContainerPhase::Running {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use containerd_client::services::v1::{
-    DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
     ResizePtyRequest, StartRequest, WaitRequest,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -192,8 +192,13 @@ impl Engine {
             }));
         }
         if let (Some(mut w), Some(mut r)) = (stdin_w, io.stdin) {
+            let engine = self.clone();
+            let (id, exec_id) = (id.to_string(), exec_id.to_string());
             tokio::spawn(async move {
                 let _ = tokio::io::copy(&mut r, &mut w).await;
+                drop(w);
+                // The client's EOF reaches the process only through CloseIO.
+                engine.close_stdin(&id, &exec_id).await;
             });
         }
         if let Some(mut resize) = io.resize {
@@ -247,6 +252,19 @@ impl Engine {
         Ok(code)
     }
 
+    /// Closes the stdin of a container's process (exec_id empty) or of an exec.
+    pub async fn close_stdin(&self, id: &str, exec_id: &str) {
+        let _ = self
+            .ctd
+            .tasks()
+            .close_io(self.ctd.req(CloseIoRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                stdin: true,
+            }))
+            .await;
+    }
+
     /// The process spec of an exec: the container's own process (user, env, cwd,
     /// capabilities) with the command replaced.
     async fn exec_spec(&self, id: &str, cmd: &[String], tty: bool) -> Result<prost_types::Any> {
@@ -298,7 +316,16 @@ impl Engine {
         }
         let stdin = io.stdin.map(|r| {
             let cio = cio.clone();
-            tokio::spawn(async move { cio.feed_stdin(r).await })
+            let engine = self.clone();
+            let id = c.id.clone();
+            tokio::spawn(async move {
+                let _ = cio.feed_stdin(r).await;
+                if cio.stdin_once {
+                    // The shim holds the stdin FIFO itself: closing our end is not EOF
+                    // for the process; CloseIO is.
+                    engine.close_stdin(&id, "").await;
+                }
+            })
         });
         if let Some(mut resize) = io.resize {
             let engine = self.clone();

@@ -29,11 +29,27 @@ pub struct Containerd {
     /// hosts.toml per mirrored registry (containerd's `config_path`).
     pub certs_dir: PathBuf,
     pub process: Recorded,
+    config: PathBuf,
+    restarts: u32,
 }
 
 impl Containerd {
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())
+    }
+
+    /// Stops containerd (SIGTERM; its shims and containers keep running, as on a
+    /// real node) and starts it again with the same configuration.
+    pub fn restart(&mut self, state: &mut BedState) -> Result<()> {
+        self.process.stop(Duration::from_secs(20));
+        self.restarts += 1;
+        self.process = spawn(
+            state,
+            &format!("containerd-restart{}", self.restarts),
+            &self.config,
+            &self.socket,
+        )?;
+        Ok(())
     }
 
     /// runc's state directory for this containerd's containers.
@@ -58,10 +74,24 @@ pub fn start(state: &mut BedState, registry_addr: &str, cni_conf_dir: &Path) -> 
         config_toml(&dir, &root, &state_dir, &socket, &certs_dir, cni_conf_dir),
     )?;
 
-    let mut cmd = Command::new(paths::system_tool("containerd")?);
-    cmd.arg("--config").arg(&config);
-    let p = state.spawn("containerd", cmd)?;
+    let p = spawn(state, "containerd", &config, &socket)?;
+    Ok(Containerd {
+        socket,
+        root,
+        state_dir,
+        cni_conf_dir: cni_conf_dir.to_path_buf(),
+        certs_dir,
+        process: p,
+        config,
+        restarts: 0,
+    })
+}
 
+/// Starts containerd with `config` as daemon `name` and waits until it answers.
+fn spawn(state: &mut BedState, name: &str, config: &Path, socket: &Path) -> Result<Recorded> {
+    let mut cmd = Command::new(paths::system_tool("containerd")?);
+    cmd.arg("--config").arg(config);
+    let p = state.spawn(name, cmd)?;
     let ctr = paths::system_tool("ctr")?;
     wait::until(
         "containerd to answer on its socket",
@@ -70,7 +100,7 @@ pub fn start(state: &mut BedState, registry_addr: &str, cni_conf_dir: &Path) -> 
             p.ensure_alive()?;
             let ok = Command::new(&ctr)
                 .arg("--address")
-                .arg(&socket)
+                .arg(socket)
                 .arg("version")
                 .output()
                 .map(|o| o.status.success())
@@ -78,14 +108,7 @@ pub fn start(state: &mut BedState, registry_addr: &str, cni_conf_dir: &Path) -> 
             Ok(ok.then_some(()))
         },
     )?;
-    Ok(Containerd {
-        socket,
-        root,
-        state_dir,
-        cni_conf_dir: cni_conf_dir.to_path_buf(),
-        certs_dir,
-        process: p,
-    })
+    Ok(p)
 }
 
 /// One hosts.toml per mirrored registry. `server` is the mirror too, so a missing image

@@ -291,7 +291,6 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
     )?;
     c.wait_state(&ticker, "CONTAINER_RUNNING")?;
     let before = c.json(&["ps", "-a", "-o", "json"])?;
-    drop(c);
     cri.restart(&mut bed, libc::SIGKILL)?;
     let c = Crictl {
         cri: &cri,
@@ -321,6 +320,59 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
         let n = std::fs::read_to_string(&ticker_log)?.lines().count();
         Ok((n > 30).then_some(()))
     })?;
+    // A restart of containerd loses nothing either: the shims keep the containers.
+    bed.containerd.restart(&mut bed.state)?;
+    let count = || -> Result<usize> { Ok(std::fs::read_to_string(&ticker_log)?.lines().count()) };
+    let seen = count()?;
+    wait::until("ticks after containerd's restart", Duration::from_secs(30), || {
+        Ok((count()? > seen + 10).then_some(()))
+    })?;
+    ensure!(
+        c.inspect(&ticker)?["status"]["state"] == "CONTAINER_RUNNING",
+        "the ticker runs on after containerd's restart"
+    );
+    ensure!(
+        c.ok(&["exec", "-s", &ticker, "echo", "still here"])? == "still here",
+        "exec after containerd's restart"
+    );
+
+    // Stats from the cgroups: CPU and memory of the running containers.
+    let stats = c.json(&["stats", "-o", "json"])?;
+    let entry = stats["stats"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["attributes"]["id"] == ticker.as_str()).cloned())
+        .with_context(|| format!("crictl stats lists the ticker: {stats}"))?;
+    let number = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    ensure!(
+        number(&entry["cpu"]["usageCoreNanoSeconds"]["value"]) > 0
+            && number(&entry["memory"]["workingSetBytes"]["value"]) > 0,
+        "the ticker's stats show CPU and memory use: {entry}"
+    );
+
+    // port-forward to the web pod, as `crictl port-forward` users do.
+    let local = gantry_e2e::bed::free_port()?;
+    let mut forward = cri
+        .crictl()?
+        .args(["port-forward", &web.0, &format!("{local}:80")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let forwarded = wait::until("port-forward to answer", Duration::from_secs(20), || {
+        Ok(gantry_e2e::http::http_status(&format!("127.0.0.1:{local}"), "/").ok())
+    });
+    let _ = forward.kill();
+    let _ = forward.wait();
+    ensure!(forwarded? == 200, "HTTP through crictl port-forward");
+
+    // attach: the ticker's output reaches an attached client.
+    let attached = std::process::Command::new("timeout")
+        .args(["3"])
+        .arg(gantry_e2e::paths::tool("crictl")?)
+        .args(["--runtime-endpoint", &cri.endpoint(), "attach", &ticker])
+        .output()?;
+    let text = String::from_utf8_lossy(&attached.stdout);
+    ensure!(text.contains("tick "), "crictl attach shows the ticker's output: {text}");
+
     c.ok(&["stop", "--timeout", "0", &ticker])?;
     let ticks: Vec<u64> = std::fs::read_to_string(&ticker_log)?
         .lines()
@@ -360,7 +412,6 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
             bail!("IP leases left in {}: {ips:?}", leases.display());
         }
     }
-    drop(c);
     bed.teardown()?;
     Ok(())
 }

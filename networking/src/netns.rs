@@ -359,6 +359,33 @@ pub fn is_pinned(path: &Path) -> bool {
     statfs(path).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC)
 }
 
+/// Connects to `port` on localhost inside the network namespace pinned at `netns`
+/// (the host's when `None`), for port-forwarding: the socket is created by a thread
+/// that entered the namespace, and keeps that namespace after the thread ends. IPv4
+/// is tried first, then IPv6, as the upstream runtimes do.
+pub fn connect_tcp_in(netns: Option<&Path>, port: u16) -> io::Result<std::net::TcpStream> {
+    let connect = move || -> io::Result<std::net::TcpStream> {
+        let v4 = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
+        match v4 {
+            Ok(s) => Ok(s),
+            Err(e4) => std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port))
+                .map_err(|_| e4),
+        }
+    };
+    let Some(path) = netns else {
+        return connect();
+    };
+    let ns = fs::File::open(path)?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<std::net::TcpStream> {
+            nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            connect()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the port-forward thread panicked")))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,29 +548,3 @@ mod tests {
     }
 }
 
-/// Connects to `port` on localhost inside the network namespace pinned at `netns`
-/// (the host's when `None`), for port-forwarding: the socket is created by a thread
-/// that entered the namespace, and keeps that namespace after the thread ends. IPv4
-/// is tried first, then IPv6, as the upstream runtimes do.
-pub fn connect_tcp_in(netns: Option<&Path>, port: u16) -> io::Result<std::net::TcpStream> {
-    let connect = move || -> io::Result<std::net::TcpStream> {
-        let v4 = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
-        match v4 {
-            Ok(s) => Ok(s),
-            Err(e4) => std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port))
-                .map_err(|_| e4),
-        }
-    };
-    let Some(path) = netns else {
-        return connect();
-    };
-    let ns = fs::File::open(path)?;
-    std::thread::scope(|s| {
-        s.spawn(|| -> io::Result<std::net::TcpStream> {
-            nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            connect()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the port-forward thread panicked")))
-    })
-}
