@@ -424,6 +424,10 @@ impl Store {
         let mut idx = self.index();
         for rec in resp.containers {
             let kind = rec.labels.get(KIND_LABEL).cloned().unwrap_or_default();
+            // Infra containers belong to their sandbox, which finds them by id.
+            if kind == "infra" {
+                continue;
+            }
             let config = rec.extensions.get(CONFIG_EXT).map(|a| a.value.as_slice());
             let state = rec.extensions.get(STATE_EXT).map(|a| a.value.as_slice());
             let (Some(config), Some(state)) = (config, state) else {
@@ -466,8 +470,6 @@ impl Store {
                     }
                     _ => problems.push(format!("container record {} is unreadable", rec.id)),
                 },
-                // Infra containers belong to their sandbox, which finds them by id.
-                "infra" => {}
                 other => problems.push(format!("record {} has unknown kind {other:?}", rec.id)),
             }
         }

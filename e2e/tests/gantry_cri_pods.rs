@@ -366,7 +366,7 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
 
     // attach: the ticker's output reaches an attached client.
     let attached = std::process::Command::new("timeout")
-        .args(["3"])
+        .args(["--signal=KILL", "3"])
         .arg(gantry_e2e::paths::tool("crictl")?)
         .args(["--runtime-endpoint", &cri.endpoint(), "attach", &ticker])
         .output()?;
