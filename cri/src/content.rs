@@ -72,34 +72,35 @@ where
     S: Stream<Item = std::result::Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    if info(ctd, digest).await?.is_some() {
-        return add_labels(ctd, digest, labels).await;
-    }
     let reference = format!("gantry-pull-{digest}");
-    let (tx, rx) = mpsc::channel::<WriteContentRequest>(2);
-    // Stat first (a write interrupted earlier, say by a restart mid-pull, resumes). It
-    // is queued before the call: containerd answers the call only once the first
-    // message has arrived.
-    let stat_req = WriteContentRequest {
-        action: WriteAction::Stat as i32,
-        r#ref: reference.clone(),
-        ..Default::default()
+    // Another pull (of another image sharing this layer) may hold the ingest: wait for
+    // it, as containerd's own client does; its blob then usually exists.
+    let mut delay = std::time::Duration::from_millis(50);
+    let started = std::time::Instant::now();
+    let (tx, mut responses, stat) = loop {
+        if info(ctd, digest).await?.is_some() {
+            return add_labels(ctd, digest, labels).await;
+        }
+        match open(ctd, lease, &reference, digest).await {
+            Ok(opened) => break opened,
+            Err(Locked) if started.elapsed() < LOCK_WAIT => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(Locked) => {
+                return Err(CriError::Unavailable(format!(
+                    "write blob {digest}: another writer held it for {} s",
+                    LOCK_WAIT.as_secs()
+                )))
+            }
+            Err(Failed(e)) => return Err(e),
+        }
     };
-    tx.send(stat_req)
-        .await
-        .map_err(|_| CriError::Internal(format!("write blob {digest}: stream closed")))?;
-    let mut responses = ctd
-        .content()
-        .write(ctd.req_leased(ReceiverStream::new(rx), Some(lease)))
-        .await
-        .map_err(|s| CriError::containerd(format!("open a write of blob {digest}"), s))?
-        .into_inner();
     let mut writer = Writer {
         tx,
         responses: &mut responses,
         digest,
     };
-    let stat = writer.receive().await?;
     let mut offset = stat.offset;
     let mut skip = offset;
     let mut data = data;
@@ -151,6 +152,68 @@ where
         // Another pull stored the same blob in the meantime.
         Err(CriError::AlreadyExists(_)) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// How long a pull waits for another pull's write of the same blob.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+enum OpenError {
+    /// containerd: the ingest ref is locked by another writer.
+    Locked,
+    Failed(CriError),
+}
+use OpenError::{Failed, Locked};
+
+type Opened = (
+    mpsc::Sender<WriteContentRequest>,
+    tonic::Streaming<containerd_client::services::v1::WriteContentResponse>,
+    containerd_client::services::v1::WriteContentResponse,
+);
+
+/// Opens a write stream for `reference` and returns it with its Stat answer (a write
+/// interrupted earlier, say by a restart mid-pull, resumes at its offset).
+async fn open(
+    ctd: &Containerd,
+    lease: &str,
+    reference: &str,
+    digest: &str,
+) -> std::result::Result<Opened, OpenError> {
+    let locked = |s: &tonic::Status| {
+        s.code() == tonic::Code::Unavailable && s.message().contains("locked")
+    };
+    let (tx, rx) = mpsc::channel::<WriteContentRequest>(2);
+    // The Stat is queued before the call: containerd answers the call only once the
+    // first message has arrived.
+    let stat_req = WriteContentRequest {
+        action: WriteAction::Stat as i32,
+        r#ref: reference.to_string(),
+        ..Default::default()
+    };
+    tx.send(stat_req).await.map_err(|_| {
+        Failed(CriError::Internal(format!("write blob {digest}: stream closed")))
+    })?;
+    let mut responses = match ctd
+        .content()
+        .write(ctd.req_leased(ReceiverStream::new(rx), Some(lease)))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) if locked(&s) => return Err(Locked),
+        Err(s) => {
+            return Err(Failed(CriError::containerd(
+                format!("open a write of blob {digest}"),
+                s,
+            )))
+        }
+    };
+    match responses.message().await {
+        Ok(Some(stat)) => Ok((tx, responses, stat)),
+        Ok(None) => Err(Failed(CriError::Internal(format!(
+            "write blob {digest}: containerd ended the stream"
+        )))),
+        Err(s) if locked(&s) => Err(Locked),
+        Err(s) => Err(Failed(CriError::containerd(format!("write blob {digest}"), s))),
     }
 }
 
