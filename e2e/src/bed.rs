@@ -101,7 +101,19 @@ impl Bed {
     /// Adds the reference node (the upstream kubelet on containerd's CRI plugin) and
     /// waits until it is Ready. A bed has at most one: it owns containerd's CNI config.
     pub fn start_reference_node(&mut self, name: &str) -> Result<ReferenceNode> {
-        reference_node::start(self, name).with_context(|| format!("start reference node {name}"))
+        reference_node::start(self, name, reference_node::Runtime::Containerd)
+            .with_context(|| format!("start reference node {name}"))
+    }
+
+    /// Adds a node of the upstream kubelet on Gantry's CRI (`cri`, started with
+    /// `start_gantry_cri`), and waits until it is Ready.
+    pub fn start_upstream_kubelet_on(
+        &mut self,
+        name: &str,
+        cri: &crate::gantry_cri::GantryCri,
+    ) -> Result<ReferenceNode> {
+        reference_node::start(self, name, reference_node::Runtime::Gantry(cri))
+            .with_context(|| format!("start the upstream kubelet {name} on gantry cri"))
     }
 
     /// Starts `gantry cri` on the bed's containerd, with its own CNI network.

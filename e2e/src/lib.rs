@@ -13,6 +13,7 @@
 //! It must not ship in the `gantry` binary.
 
 pub mod bed;
+pub mod checks;
 pub mod containerd;
 pub mod control_plane;
 pub mod gantry_cri;

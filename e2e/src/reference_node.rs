@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::bed::{free_port, Bed};
+use crate::gantry_cri::GantryCri;
 use crate::host;
 use crate::network::{self, CLUSTER_DNS_IP};
 use crate::paths;
@@ -27,12 +28,27 @@ pub struct ReferenceNode {
     pub cgroup_root: String,
 }
 
-/// Starts the upstream kubelet as node `name` and waits until the Node is Ready.
-pub fn start(bed: &mut Bed, name: &str) -> Result<ReferenceNode> {
+/// The CRI runtime under the upstream kubelet.
+pub enum Runtime<'a> {
+    /// containerd's own CRI plugin (the reference for benchmarks).
+    Containerd,
+    /// Gantry's CRI (`gantry cri`), with the pod network it was started with.
+    Gantry(&'a GantryCri),
+}
+
+/// Starts the upstream kubelet as node `name` on `runtime` and waits until the Node is
+/// Ready.
+pub fn start(bed: &mut Bed, name: &str, runtime: Runtime) -> Result<ReferenceNode> {
     let dir = bed.dir().join("nodes").join(name);
     fs::create_dir_all(&dir)?;
-    let conf_dir = bed.containerd.cni_conf_dir.clone();
-    let net = network::create_node_network(&mut bed.state, name, &conf_dir)?;
+    let (net, endpoint) = match runtime {
+        Runtime::Containerd => {
+            let conf_dir = bed.containerd.cni_conf_dir.clone();
+            let net = network::create_node_network(&mut bed.state, name, &conf_dir)?;
+            (net, bed.containerd.endpoint())
+        }
+        Runtime::Gantry(cri) => (cri.network.clone(), cri.endpoint()),
+    };
 
     let cgroup_root = format!("gantry-e2e-{}-{name}", bed.state.name);
     bed.state.cgroup_roots.push(cgroup_root.clone());
@@ -61,7 +77,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<ReferenceNode> {
             "x509": { "clientCAFile": bed.control_plane.pki.ca.cert },
         },
         "authorization": { "mode": "Webhook" },
-        "containerRuntimeEndpoint": bed.containerd.endpoint(),
+        "containerRuntimeEndpoint": endpoint,
         "clusterDomain": "cluster.local",
         "clusterDNS": [CLUSTER_DNS_IP],
         "podLogsDir": dir.join("pod-logs"),

@@ -1,138 +1,29 @@
-//! The test bed proves itself with the upstream kubelet on containerd's CRI plugin: the
-//! node joins by TLS bootstrap and turns Ready, a busybox pod from manifests/ runs, its
-//! logs and an exec answer through the apiserver and the kubelet, it is deleted, and
-//! tearing the bed down leaves nothing on the host.
+//! The upstream kubelet on containerd's CRI plugin (the reference node) and on Gantry's
+//! CRI: each node joins by TLS bootstrap and turns Ready, a busybox pod from manifests/
+//! runs, its logs and an exec answer through the apiserver and the kubelet, a hostPort
+//! answers, the pods are deleted, and tearing the bed down leaves nothing on the host.
 
-use std::time::Duration;
-
-use anyhow::{ensure, Result};
-use gantry_e2e::{paths, teardown, wait, Bed, BedOptions};
+use anyhow::Result;
+use gantry_e2e::{checks, Bed, BedOptions};
 
 #[test]
 fn reference_node_joins_and_runs_busybox_from_manifests() -> Result<()> {
     let mut bed = Bed::start(&BedOptions::named("e2e-reference"))?;
     let node = bed.start_reference_node("reference")?;
-    let kubectl = bed.kubectl()?;
-
-    // The node joined by TLS bootstrap: its client certificate was issued through a CSR
-    // that the controller-manager approved.
-    let nodes = kubectl.run(&["get", "nodes"])?;
-    println!("{nodes}");
-    ensure!(
-        nodes
-            .lines()
-            .any(|l| l.split_whitespace().take(2).eq(["reference", "Ready"])),
-        "kubectl get nodes does not show the reference node Ready:\n{nodes}"
-    );
-    let csrs = kubectl.get_json(&["csr"])?;
-    let approved_node_csr = csrs["items"].as_array().into_iter().flatten().any(|c| {
-        c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
-            && c["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|k| k["type"] == "Approved")
-    });
-    ensure!(approved_node_csr, "no approved node client CSR: {csrs}");
-
-    let manifest = paths::repo_root().join("manifests/demo/busybox.yaml");
-    kubectl.run(&["apply", "-f", &manifest.to_string_lossy()])?;
-    wait::until(
-        "pod busybox to be Running",
-        Duration::from_secs(120),
-        || {
-            let pod = kubectl.get_json(&["pod", "busybox"])?;
-            let phase = pod["status"]["phase"].as_str().unwrap_or("").to_string();
-            Ok((phase == "Running").then_some(()).or_else(|| {
-                eprintln!(
-                    "busybox phase {phase:?}: {}",
-                    pod["status"]["containerStatuses"]
-                );
-                None
-            }))
-        },
-    )?;
-    let pods = kubectl.run(&["get", "pod", "busybox", "-o", "wide"])?;
-    println!("{pods}");
-    ensure!(
-        pods.contains("Running") && pods.contains("reference"),
-        "unexpected pod listing:\n{pods}"
-    );
-
-    let logs = wait::until(
-        "kubectl logs busybox to show the greeting",
-        Duration::from_secs(30),
-        || {
-            let logs = kubectl.run(&["logs", "busybox"])?;
-            Ok(logs.contains("hello from busybox").then_some(logs))
-        },
-    )?;
-    println!("logs: {logs}");
-
-    let exec = kubectl.run(&[
-        "exec",
-        "busybox",
-        "--",
-        "sh",
-        "-c",
-        "echo exec:$(hostname):$((6*7))",
-    ])?;
-    ensure!(
-        exec.trim() == "exec:busybox:42",
-        "kubectl exec printed {exec:?}"
-    );
-
-    // The pod's address comes from the node's CNI network, inside the pod range.
-    let pod = kubectl.get_json(&["pod", "busybox"])?;
-    let ip = pod["status"]["podIP"].as_str().unwrap_or("");
-    let prefix = node
-        .network
-        .gateway
-        .rsplit_once('.')
-        .map(|(p, _)| format!("{p}."))
-        .unwrap_or_default();
-    ensure!(
-        ip.starts_with(&prefix),
-        "pod IP {ip:?} is not in the node's subnet {}",
-        node.network.subnet
-    );
-
-    // A hostPort answers on the node's address (portmap DNAT rules, tagged with the
-    // node's CNI network name, which teardown must remove).
-    let hostport = paths::repo_root().join("manifests/examples/nginx-hostport.yaml");
-    kubectl.run(&["apply", "-f", &hostport.to_string_lossy()])?;
-    kubectl.run(&[
-        "wait",
-        "--for=condition=Ready",
-        "pod/nginx-hostport",
-        "--timeout=120s",
-    ])?;
-    let node_addr = format!("{}:18080", node.network.gateway);
-    wait::until(
-        "nginx-hostport to answer on the node's hostPort",
-        Duration::from_secs(30),
-        || {
-            Ok(gantry_e2e::http::http_status(&node_addr, "/")
-                .ok()
-                .filter(|s| *s == 200))
-        },
-    )?;
-    let nat = gantry_e2e::host::run("iptables", &["-w", "-t", "nat", "-S"])?;
-    ensure!(
-        nat.contains(&teardown::portmap_tag(&node.network.name)),
-        "no portmap rule tagged with network {} in:\n{nat}",
-        node.network.name
-    );
-
-    kubectl.run(&["delete", "pod", "busybox", "--wait=true", "--timeout=90s"])?;
-    let gone = kubectl.run(&["get", "pod", "busybox", "--ignore-not-found"])?;
-    ensure!(
-        gone.trim().is_empty(),
-        "pod busybox still listed after delete: {gone}"
-    );
-
+    checks::node_runs_demo_pods(&bed, &node)?;
     // Teardown fails if any process, mount, cgroup, bridge or iptables rule of the
     // bed is left.
+    bed.teardown()?;
+    Ok(())
+}
+
+/// Gantry's CRI serves the upstream kubelet: the same checks as the reference node.
+#[test]
+fn upstream_kubelet_runs_pods_on_gantry_cri() -> Result<()> {
+    let mut bed = Bed::start(&BedOptions::named("e2e-kubelet-gantry"))?;
+    let cri = bed.start_gantry_cri("gantry-cri")?;
+    let node = bed.start_upstream_kubelet_on("kubelet-gantry", &cri)?;
+    checks::node_runs_demo_pods(&bed, &node)?;
     bed.teardown()?;
     Ok(())
 }
