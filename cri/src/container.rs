@@ -155,6 +155,7 @@ impl Engine {
             })?
             .into_inner()
             .mounts;
+        crate::failpoint::hit("container-after-snapshot");
         let passwd = read_image_file(&mounts, "etc/passwd");
         let group = read_image_file(&mounts, "etc/group");
         let spec = self.container_spec(c, sb, sandbox_config, image, passwd, group)?;

@@ -8,7 +8,7 @@ use containerd_client::services::v1::{
     containers_client::ContainersClient, content_client::ContentClient,
     diff_client::DiffClient, events_client::EventsClient, images_client::ImagesClient,
     leases_client::LeasesClient, snapshots::snapshots_client::SnapshotsClient,
-    tasks_client::TasksClient, version_client::VersionClient, CreateRequest, DeleteRequest,
+    tasks_client::TasksClient, version_client::VersionClient, CreateRequest, DeleteRequest, ListRequest,
 };
 use tonic::transport::Channel;
 use tonic::Request;
@@ -98,6 +98,29 @@ impl Containerd {
             .await
             .map_err(|s| CriError::containerd(format!("create lease {id}"), s))?;
         Ok(id)
+    }
+
+    /// Deletes every lease whose id starts with `prefix`, synchronously (containerd
+    /// collects what they held before this returns).
+    pub async fn delete_stale_leases(&self, prefix: &str) -> Result<()> {
+        let leases = self
+            .leases()
+            .list(self.req(ListRequest { filters: vec![] }))
+            .await
+            .map_err(|s| CriError::containerd("list leases", s))?
+            .into_inner()
+            .leases;
+        for l in leases.into_iter().filter(|l| l.id.starts_with(prefix)) {
+            tracing::info!(lease = %l.id, "deleting a lease left by the previous run");
+            self.leases()
+                .delete(self.req(DeleteRequest {
+                    id: l.id.clone(),
+                    sync: true,
+                }))
+                .await
+                .map_err(|s| CriError::containerd(format!("delete lease {}", l.id), s))?;
+        }
+        Ok(())
     }
 
     /// Deletes a lease; a failure is only logged, since the lease expires anyway.

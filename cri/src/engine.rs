@@ -141,6 +141,9 @@ impl Engine {
         for problem in self.store.load().await? {
             tracing::warn!("{problem}");
         }
+        // Work in flight when the last run ended (a pull, a container being created)
+        // held leases; nothing is in flight now, so their content and snapshots go.
+        self.ctd.delete_stale_leases("gantry-").await?;
         for sb in self.store.sandboxes() {
             let pinned = sb.state.host_network
                 || gantry_networking::netns::is_pinned(

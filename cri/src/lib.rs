@@ -24,6 +24,7 @@ pub mod content;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod failpoint;
 pub mod grpc;
 pub mod hosts;
 pub mod image_pull;

@@ -189,11 +189,13 @@ impl Engine {
             mount_shm(&paths.shm())?;
         }
         write_sandbox_files(sb, &paths, &hostname, modes.host_network)?;
+        crate::failpoint::hit("sandbox-after-namespaces");
         let ips = if modes.host_network {
             Vec::new()
         } else {
             self.set_up_network(sb).await?
         };
+        crate::failpoint::hit("sandbox-after-network");
         let infra_pid = if modes.pod_pid {
             self.start_infra(sb).await?
         } else {

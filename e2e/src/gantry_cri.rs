@@ -122,11 +122,27 @@ impl GantryCri {
     /// Kills `gantry cri` with `signal` (SIGKILL: a crash; SIGTERM: a clean stop) and
     /// starts it again with the same arguments, as systemd would.
     pub fn restart(&mut self, bed: &mut Bed, signal: i32) -> Result<()> {
-        crate::process::signal(self.process.pid, signal);
+        self.restart_with_failpoint(bed, signal, None)
+    }
+
+    /// Like `restart`, and the new process aborts at crash point `failpoint` (see
+    /// gantry_cri::failpoint), as if the machine lost power there.
+    pub fn restart_with_failpoint(
+        &mut self,
+        bed: &mut Bed,
+        signal: i32,
+        failpoint: Option<&str>,
+    ) -> Result<()> {
+        if self.process.is_alive() {
+            crate::process::signal(self.process.pid, signal);
+        }
         self.process.stop(Duration::from_secs(10));
         self.restarts += 1;
         let mut cmd = Command::new(paths::gantry_bin()?);
         cmd.args(&self.args);
+        if let Some(point) = failpoint {
+            cmd.env("GANTRY_CRI_FAILPOINT", point);
+        }
         self.process = bed
             .state
             .spawn(&format!("{}-restart{}", self.name, self.restarts), cmd)?;

@@ -189,6 +189,23 @@ pub struct NodeNetwork {
     pub subnet: String,
     pub gateway: String,
     pub conf_dir: PathBuf,
+    /// host-local's data directory (its `dataDir`).
+    pub ipam_dir: PathBuf,
+}
+
+impl NodeNetwork {
+    /// The addresses host-local has handed out on this network and not released.
+    pub fn leased_ips(&self) -> Vec<String> {
+        let dir = self.ipam_dir.join(&self.name);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect()
+    }
 }
 
 /// Allocates a free /24 of the pod range for `node`, records it, creates its bridge and
@@ -201,7 +218,9 @@ pub fn create_node_network(
     let _lock = HostLock::acquire()?;
     HostSnapshot::ensure_guard()?;
     let index = free_subnet_index()?;
+    let ipam_dir = state.dir.join("cni").join(node).join("ipam");
     let net = NodeNetwork {
+        ipam_dir: ipam_dir.clone(),
         name: format!("gte-{}-{node}", state.name),
         bridge: format!("gte-br{index}"),
         subnet: format!("198.18.{index}.0/24"),
@@ -228,7 +247,6 @@ pub fn create_node_network(
     )?;
     host::run("ip", &["link", "set", &net.bridge, "up"])?;
 
-    let ipam_dir = state.dir.join("cni").join(node).join("ipam");
     fs::create_dir_all(&ipam_dir)?;
     fs::create_dir_all(conf_dir)?;
     let conflist = json!({

@@ -154,6 +154,11 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
         );
     }
     ensure!(web_ip != client_ip, "two pods got one IP {web_ip}");
+    let mut leased = cri.network.leased_ips();
+    leased.sort();
+    let mut want = vec![web_ip.clone(), client_ip.clone()];
+    want.sort();
+    ensure!(leased == want, "host-local's leases {leased:?} are the pods' IPs {want:?}");
 
     // Containers: a web server and a client that logs to stdout and stderr.
     let nginx = c.run_container(&web, "nginx", json!({"image": {"image": NGINX}}))?;
@@ -401,17 +406,96 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
         .output()?;
     let records = String::from_utf8_lossy(&ctr_out.stdout);
     ensure!(records.trim().is_empty(), "containerd records left: {records}");
-    let leases = Path::new("/var/lib/cni/networks").join(&cri.network.name);
-    if leases.exists() {
-        let ips: Vec<String> = std::fs::read_dir(&leases)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-            .collect();
-        if !ips.is_empty() {
-            bail!("IP leases left in {}: {ips:?}", leases.display());
-        }
+    let ips = cri.network.leased_ips();
+    if !ips.is_empty() {
+        bail!("IP leases left on {}: {ips:?}", cri.network.name);
     }
+    bed.teardown()?;
+    Ok(())
+}
+
+/// A crash in the middle of RunPodSandbox or CreateContainer leaves nothing that a
+/// restart does not find and release: no namespace pin, no IP, no snapshot, no lease.
+#[test]
+fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
+    let mut bed = Bed::start(&BedOptions::named("e2e-gantry-crash"))?;
+    let mut cri = bed.start_gantry_cri("gantry-cri")?;
+    let work = bed.dir().join("crictl");
+    std::fs::create_dir_all(&work)?;
+    // Per-container PID namespaces: no infra process, so every snapshot is a container's.
+    let own_pid = json!({"linux": {"security_context": {"namespace_options": {"pid": 1}}}});
+    let socket = bed.containerd.socket.clone();
+    let ctr = move |cri: &GantryCri, args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", &cri.namespace])
+            .args(args)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    {
+        let c = Crictl { cri: &cri, dir: &work };
+        c.ok(&["pull", BUSYBOX])?;
+    }
+
+    // Crash after the namespaces are pinned and CNI ADD gave the pod an IP.
+    cri.restart_with_failpoint(&mut bed, libc::SIGTERM, Some("sandbox-after-network"))?;
+    {
+        let c = Crictl { cri: &cri, dir: &work };
+        let err = c.run_pod("torn", own_pid.clone()).err().map(|e| e.to_string());
+        ensure!(err.is_some(), "RunPodSandbox survived its crash point");
+    }
+    ensure!(
+        !cri.network.leased_ips().is_empty() && !host::mounts_below(&cri.state_dir).is_empty(),
+        "the crash left an IP lease and namespace pins for the restart to find"
+    );
+    cri.restart(&mut bed, libc::SIGKILL)?;
+    let c = Crictl { cri: &cri, dir: &work };
+    let pods = c.json(&["pods", "-o", "json"])?;
+    let items = pods["items"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        items.len() == 1 && items[0]["state"] == "SANDBOX_NOTREADY",
+        "the torn sandbox is listed as not ready, for the kubelet to remove: {pods}"
+    );
+    let leaked = cri.network.leased_ips();
+    ensure!(leaked.is_empty(), "IP leases left by the crash: {leaked:?}");
+    let pins = host::mounts_below(&cri.state_dir);
+    ensure!(pins.is_empty(), "mounts left by the crash: {pins:?}");
+    c.ok(&["rmp", items[0]["id"].as_str().unwrap_or_default()])?;
+
+    // Crash after the container's rootfs snapshot was prepared, before its record.
+    let pod = c.run_pod("whole", own_pid)?;
+    cri.restart_with_failpoint(&mut bed, libc::SIGTERM, Some("container-after-snapshot"))?;
+    let c = Crictl { cri: &cri, dir: &work };
+    let config = c.file(
+        "torn-ctr.json",
+        &json!({"metadata": {"name": "torn"}, "image": {"image": BUSYBOX}, "command": ["sleep", "60"], "linux": {}}),
+    )?;
+    ensure!(
+        c.run(&["create", &pod.0, &config, &pod.1])?.status.code() != Some(0),
+        "CreateContainer survived its crash point"
+    );
+    ensure!(
+        ctr(&cri, &["snapshots", "ls"])?.contains("Active"),
+        "the crash point was reached with the snapshot prepared"
+    );
+    cri.restart(&mut bed, libc::SIGKILL)?;
+    let c = Crictl { cri: &cri, dir: &work };
+    ensure!(c.ok(&["ps", "-a", "-q"])?.is_empty(), "no container was recorded");
+    let snapshots = ctr(&cri, &["snapshots", "ls"])?;
+    ensure!(
+        !snapshots.contains("Active"),
+        "the orphaned rootfs snapshot is collected after the restart: {snapshots}"
+    );
+    let leases = ctr(&cri, &["leases", "ls", "-q"])?;
+    ensure!(leases.trim().is_empty(), "leases left: {leases}");
+    // The pod itself is intact and takes containers again.
+    let id = c.run_container(&pod, "after", json!({"command": ["sleep", "60"]}))?;
+    c.wait_state(&id, "CONTAINER_RUNNING")?;
+    c.ok(&["stopp", &pod.0])?;
+    c.ok(&["rmp", &pod.0])?;
+    ensure!(cri.network.leased_ips().is_empty(), "IP leases left after rmp");
     bed.teardown()?;
     Ok(())
 }
