@@ -232,8 +232,30 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
         "exit 3: {}",
         v["status"]
     );
+    // Lifecycle events reach `crictl events` (GetContainerEvents).
+    let events = cri
+        .crictl()?
+        .args(["events", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
     let done = c.run_container(&client, "done", json!({"command": ["true"]}))?;
     let v = c.wait_state(&done, "CONTAINER_EXITED")?;
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(events.id() as i32, libc::SIGKILL) };
+    let streamed = String::from_utf8_lossy(&events.wait_with_output()?.stdout).into_owned();
+    for kind in [
+        "CONTAINER_CREATED_EVENT",
+        "CONTAINER_STARTED_EVENT",
+        "CONTAINER_STOPPED_EVENT",
+    ] {
+        ensure!(
+            streamed.contains(kind) && streamed.contains(&done),
+            "crictl events shows {kind} for {done}: {streamed}"
+        );
+    }
     ensure!(
         v["status"]["exitCode"] == 0 && v["status"]["reason"] == "Completed",
         "exit 0: {}",
