@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+mod config;
+
 use clap::{Args, Parser, Subcommand};
 use gantry_cri::CriConfig;
 
@@ -29,10 +31,51 @@ enum Command {
     /// Join the cluster as a node: register the Node, keep its Lease, run the pods bound
     /// to it through the embedded CRI (or another runtime given by
     /// --container-runtime-endpoint) and serve the kubelet API on :10250.
-    Node,
+    Node(NodeArgs),
     /// Serve only the CRI runtime.v1 RuntimeService and ImageService on a unix socket
     /// (default /run/gantry/cri.sock), backed by containerd, for crictl or another kubelet.
     Cri(CriArgs),
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1, YAML or JSON).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The CRI endpoint of another runtime (default: Gantry's embedded CRI).
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    #[arg(long)]
+    address: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+    /// Comma-separated cluster DNS server IPs.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Option<Vec<String>>,
+    #[arg(long)]
+    cluster_domain: Option<String>,
+    #[arg(long)]
+    max_pods: Option<u32>,
+    /// Directory of static pod manifests.
+    #[arg(long = "pod-manifest-path")]
+    static_pod_path: Option<String>,
+    #[arg(long)]
+    cgroup_root: Option<String>,
+}
+
+impl NodeArgs {
+    fn overrides(&self) -> config::FlagOverrides {
+        config::FlagOverrides {
+            container_runtime_endpoint: self.container_runtime_endpoint.clone(),
+            address: self.address.clone(),
+            port: self.port,
+            cluster_dns: self.cluster_dns.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            max_pods: self.max_pods,
+            static_pod_path: self.static_pod_path.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -110,13 +153,30 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let code = match cli.command {
-        Command::Node => {
-            eprintln!("gantry: `gantry node` is not available in this build yet");
-            2
-        }
+        Command::Node(args) => run_node(&args),
         Command::Cri(args) => run_cri(args.into_config()),
     };
     std::process::exit(code);
+}
+
+/// Validates the node's configuration; joining the cluster comes with the rest of
+/// issue 4, so for now a valid configuration still ends with an error saying so.
+fn run_node(args: &NodeArgs) -> i32 {
+    let overrides = args.overrides();
+    let loaded = match &args.config {
+        Some(path) => config::KubeletConfiguration::load(path, &overrides),
+        None => config::KubeletConfiguration::from_flags(&overrides),
+    };
+    match loaded {
+        Ok(_) => {
+            eprintln!("gantry: the node configuration is valid, but joining a cluster (`gantry node`) is not available in this build yet");
+            2
+        }
+        Err(e) => {
+            eprintln!("gantry: {e}");
+            1
+        }
+    }
 }
 
 fn run_cri(config: CriConfig) -> i32 {
