@@ -28,7 +28,10 @@ mod streaming {
                 eprintln!("go not installed: skipping client-go interop tests");
                 return None;
             }
-            let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/goclient");
+            let src = std::env::var_os("CARGO_MANIFEST_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+                .join("tests/goclient");
             let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gantry-goclient");
             let out = Command::new("go")
                 .args(["build", "-o"])

@@ -16,9 +16,15 @@ pub fn tools_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/gantry/tools"))
 }
 
-/// The repository this harness was built from.
+/// The repository the harness runs from: cargo's CARGO_MANIFEST_DIR at run time (set
+/// for tests), else the one it was built from. The run-time value matters because
+/// checkouts in several places share one target directory, and a build made from one
+/// of them can be reused by another.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
