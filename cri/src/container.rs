@@ -10,8 +10,7 @@ use containerd_client::services::v1::snapshots::{
     MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    CreateTaskRequest, DeleteTaskRequest, KillRequest, StartRequest, UpdateTaskRequest,
-    WaitRequest,
+    CreateTaskRequest, DeleteTaskRequest, KillRequest, StartRequest, UpdateTaskRequest, WaitRequest,
 };
 use containerd_client::types::Mount;
 use prost::Message;
@@ -40,13 +39,21 @@ impl Engine {
         let config = config.ok_or_else(|| {
             CriError::InvalidArgument("CreateContainer: the container config is required".into())
         })?;
-        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
         if name.is_empty() {
             return Err(CriError::InvalidArgument(
                 "CreateContainer: the container metadata needs a name".into(),
             ));
         }
-        let image_spec = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image_spec = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
         if image_spec.is_empty() {
             return Err(CriError::InvalidArgument(format!(
                 "CreateContainer {name}: no image given"
@@ -280,7 +287,9 @@ impl Engine {
                     ..Default::default()
                 }))
                 .await
-                .map_err(|s| CriError::containerd(format!("create the task of container {}", c.id), s)),
+                .map_err(|s| {
+                    CriError::containerd(format!("create the task of container {}", c.id), s)
+                }),
             Err(e) => Err(e),
         };
         if let Err(e) = created {
@@ -296,7 +305,9 @@ impl Engine {
             }
             Err(e) => {
                 self.delete_task(&c.id).await;
-                return Err(CriError::Internal(format!("open the container's stdio: {e}")));
+                return Err(CriError::Internal(format!(
+                    "open the container's stdio: {e}"
+                )));
             }
         }
         self.ios
@@ -361,7 +372,9 @@ impl Engine {
         {
             Ok(r) => {
                 let r = r.into_inner();
-                let at = r.exited_at.map(|t| t.seconds * 1_000_000_000 + t.nanos as i64);
+                let at = r
+                    .exited_at
+                    .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64);
                 Some((r.exit_status, at.unwrap_or_else(store::now_ns)))
             }
             Err(s) if s.code() == tonic::Code::NotFound => None,
@@ -388,7 +401,9 @@ impl Engine {
             match waited {
                 Ok(r) => {
                     let r = r.into_inner();
-                    let at = r.exited_at.map(|t| t.seconds * 1_000_000_000 + t.nanos as i64);
+                    let at = r
+                        .exited_at
+                        .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64);
                     engine.handle_exit(&id, r.exit_status, at).await;
                 }
                 // A task that is gone exited while nobody waited: delete_task tells.
@@ -400,7 +415,11 @@ impl Engine {
                     // container, so wait again after a pause.
                     tracing::warn!(id = %short(&id), error = %s.message(), "wait for the task; retrying");
                     tokio::time::sleep(Duration::from_secs(2)).await;
-                    if engine.store.container(&id).is_ok_and(|c| c.state.phase == ContainerPhase::Running) {
+                    if engine
+                        .store
+                        .container(&id)
+                        .is_ok_and(|c| c.state.phase == ContainerPhase::Running)
+                    {
                         engine.spawn_waiter(&id);
                     }
                 }
@@ -424,7 +443,11 @@ impl Engine {
             (Some((code, at)), None) => (code, at),
             (None, None) => (code, store::now_ns()),
         };
-        let io = self.ios.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let io = self
+            .ios
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         if let Some(io) = &io {
             let _ = tokio::time::timeout(IO_DRAIN, io.wait_copied()).await;
             io.exited.send_replace(true);
@@ -466,7 +489,10 @@ impl Engine {
         if timeout > 0 {
             let signal = parse_signal(&c.state.stop_signal).unwrap_or(libc::SIGTERM);
             self.kill(&c.id, signal, false).await?;
-            if self.wait_exited(&c.id, Duration::from_secs(timeout as u64)).await {
+            if self
+                .wait_exited(&c.id, Duration::from_secs(timeout as u64))
+                .await
+            {
                 return Ok(());
             }
             tracing::info!(id = %short(&c.id), timeout, "stop signal ignored; sending SIGKILL");
@@ -496,7 +522,10 @@ impl Engine {
             Ok(_) => Ok(()),
             // Already gone: the waiter records the exit.
             Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-            Err(s) => Err(CriError::containerd(format!("signal {signal} to container {id}"), s)),
+            Err(s) => Err(CriError::containerd(
+                format!("signal {signal} to container {id}"),
+                s,
+            )),
         }
     }
 
@@ -527,7 +556,12 @@ impl Engine {
         }
         let _guard = self.store.lock(&c.id).await;
         self.delete_task(&c.id).await;
-        if let Some(io) = self.ios.lock().unwrap_or_else(|e| e.into_inner()).remove(&c.id) {
+        if let Some(io) = self
+            .ios
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&c.id)
+        {
             io.fifos.remove();
         }
         // The snapshot goes before the record: a crash in between leaves a record whose
@@ -545,7 +579,11 @@ impl Engine {
         Ok(())
     }
 
-    pub fn container_status(&self, id: &str, verbose: bool) -> Result<api::ContainerStatusResponse> {
+    pub fn container_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<api::ContainerStatusResponse> {
         let c = self.store.container(id)?;
         let mut info = HashMap::new();
         if verbose {
@@ -571,7 +609,11 @@ impl Engine {
             .into_iter()
             .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
             .filter(|c| f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
-            .filter(|c| f.state.as_ref().is_none_or(|s| s.state == c.cri_state() as i32))
+            .filter(|c| {
+                f.state
+                    .as_ref()
+                    .is_none_or(|s| s.state == c.cri_state() as i32)
+            })
             .filter(|c| crate::sandbox::labels_match(&f.label_selector, &c.config.labels))
             .map(|c| api::Container {
                 id: c.id.clone(),
@@ -611,17 +653,22 @@ impl Engine {
             let json = linux_resources_json(&resources);
             self.ctd
                 .tasks()
-                .update(self.ctd.req(UpdateTaskRequest {
-                    container_id: id.clone(),
-                    resources: Some(prost_types::Any {
-                        type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
-                            .to_string(),
-                        value: json.to_string().into_bytes(),
+                .update(
+                    self.ctd.req(UpdateTaskRequest {
+                        container_id: id.clone(),
+                        resources: Some(prost_types::Any {
+                            type_url:
+                                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+                                    .to_string(),
+                            value: json.to_string().into_bytes(),
+                        }),
+                        annotations: HashMap::new(),
                     }),
-                    annotations: HashMap::new(),
-                }))
+                )
                 .await
-                .map_err(|s| CriError::containerd(format!("update the resources of container {id}"), s))?;
+                .map_err(|s| {
+                    CriError::containerd(format!("update the resources of container {id}"), s)
+                })?;
         }
         let mut state = c.state.clone();
         state.resources = Some(resources.encode_to_vec());
@@ -630,7 +677,11 @@ impl Engine {
     }
 
     pub fn io_of(&self, id: &str) -> Option<std::sync::Arc<ContainerIo>> {
-        self.ios.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.ios
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
@@ -710,7 +761,10 @@ pub fn linux_resources_json(r: &api::LinuxContainerResources) -> serde_json::Val
     v.insert("cpu".into(), cpu.into());
     v.insert("memory".into(), memory.into());
     if !r.unified.is_empty() {
-        v.insert("unified".into(), serde_json::to_value(&r.unified).unwrap_or_default());
+        v.insert(
+            "unified".into(),
+            serde_json::to_value(&r.unified).unwrap_or_default(),
+        );
     }
     v.into()
 }

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use containerd_client::services::v1::{
-    containers_client::ContainersClient, content_client::ContentClient,
-    diff_client::DiffClient, events_client::EventsClient, images_client::ImagesClient,
-    leases_client::LeasesClient, snapshots::snapshots_client::SnapshotsClient,
-    tasks_client::TasksClient, version_client::VersionClient, CreateRequest, DeleteRequest, ListRequest,
+    containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
+    events_client::EventsClient, images_client::ImagesClient, leases_client::LeasesClient,
+    snapshots::snapshots_client::SnapshotsClient, tasks_client::TasksClient,
+    version_client::VersionClient, CreateRequest, DeleteRequest, ListRequest,
 };
 use tonic::transport::Channel;
 use tonic::Request;

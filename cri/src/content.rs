@@ -179,9 +179,8 @@ async fn open(
     reference: &str,
     digest: &str,
 ) -> std::result::Result<Opened, OpenError> {
-    let locked = |s: &tonic::Status| {
-        s.code() == tonic::Code::Unavailable && s.message().contains("locked")
-    };
+    let locked =
+        |s: &tonic::Status| s.code() == tonic::Code::Unavailable && s.message().contains("locked");
     let (tx, rx) = mpsc::channel::<WriteContentRequest>(2);
     // The Stat is queued before the call: containerd answers the call only once the
     // first message has arrived.
@@ -191,7 +190,9 @@ async fn open(
         ..Default::default()
     };
     tx.send(stat_req).await.map_err(|_| {
-        Failed(CriError::Internal(format!("write blob {digest}: stream closed")))
+        Failed(CriError::Internal(format!(
+            "write blob {digest}: stream closed"
+        )))
     })?;
     let mut responses = match ctd
         .content()
@@ -213,7 +214,10 @@ async fn open(
             "write blob {digest}: containerd ended the stream"
         )))),
         Err(s) if locked(&s) => Err(Locked),
-        Err(s) => Err(Failed(CriError::containerd(format!("write blob {digest}"), s))),
+        Err(s) => Err(Failed(CriError::containerd(
+            format!("write blob {digest}"),
+            s,
+        ))),
     }
 }
 

@@ -88,7 +88,10 @@ impl Engine {
     }
 
     pub fn take_oom(&self, id: &str) -> bool {
-        self.ooms.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+        self.ooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
     }
 
     /// Follows containerd's task OOM events for Gantry's namespace, so an exit after an
@@ -125,7 +128,9 @@ impl Engine {
                             }
                         }
                     }
-                    Err(s) => tracing::debug!(error = %s.message(), "subscribe to containerd events"),
+                    Err(s) => {
+                        tracing::debug!(error = %s.message(), "subscribe to containerd events")
+                    }
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
@@ -196,12 +201,16 @@ impl Engine {
                                 .unwrap_or_else(|e| e.into_inner())
                                 .insert(c.id.clone(), io);
                         }
-                        _ => tracing::warn!(id = %short(&c.id), "stdio of a running container could not be reopened; its output is not logged"),
+                        _ => {
+                            tracing::warn!(id = %short(&c.id), "stdio of a running container could not be reopened; its output is not logged")
+                        }
                     }
                     self.spawn_waiter(&c.id);
                 }
                 Some(p) => {
-                    let at = p.exited_at.map(|t| t.seconds * 1_000_000_000 + t.nanos as i64);
+                    let at = p
+                        .exited_at
+                        .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64);
                     self.handle_exit(&c.id, p.exit_status, at).await;
                 }
                 None => self.handle_exit(&c.id, 255, None).await,

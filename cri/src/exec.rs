@@ -155,7 +155,10 @@ impl Engine {
             .await;
         if let Err(s) = exec {
             task_io::abandon_open(fifos, opener).await;
-            return Err(CriError::containerd(format!("exec {cmd:?} in container {id}"), s));
+            return Err(CriError::containerd(
+                format!("exec {cmd:?} in container {id}"),
+                s,
+            ));
         }
         // The shim opens an exec's FIFOs when the process starts, not before.
         let mut tasks = self.ctd.tasks();
@@ -173,7 +176,10 @@ impl Engine {
             .await
         {
             task_io::abandon_open(fifos, opener).await;
-            return Err(CriError::containerd(format!("start {cmd:?} in container {id}"), s));
+            return Err(CriError::containerd(
+                format!("start {cmd:?} in container {id}"),
+                s,
+            ));
         }
         let (stdin_w, stdout_r, stderr_r) = opener
             .await

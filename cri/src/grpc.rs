@@ -13,11 +13,11 @@ use tonic::{Request, Response, Status};
 use crate::api::{
     self, image_service_server::ImageService, runtime_service_server::RuntimeService,
 };
-use crate::error::CriError;
 use crate::engine::Engine;
+use crate::error::CriError;
 use crate::images::Images;
-use crate::streaming::server::StreamingServer;
 use crate::runtime::Runtime;
+use crate::streaming::server::StreamingServer;
 
 /// The CRI server: one value serves both services.
 #[derive(Clone)]
@@ -86,7 +86,6 @@ impl RuntimeService for CriServer {
         Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
     }
 
-
     async fn run_pod_sandbox(
         &self,
         r: Request<api::RunPodSandboxRequest>,
@@ -125,7 +124,8 @@ impl RuntimeService for CriServer {
     ) -> Result<Response<api::PodSandboxStatusResponse>, Status> {
         let r = r.into_inner();
         Ok(Response::new(
-            self.engine.pod_sandbox_status(&r.pod_sandbox_id, r.verbose)?,
+            self.engine
+                .pod_sandbox_status(&r.pod_sandbox_id, r.verbose)?,
         ))
     }
 
@@ -249,7 +249,9 @@ impl RuntimeService for CriServer {
             .engine
             .container_stats(&r.into_inner().container_id)
             .await?;
-        Ok(Response::new(api::ContainerStatsResponse { stats: Some(stats) }))
+        Ok(Response::new(api::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
@@ -271,7 +273,9 @@ impl RuntimeService for CriServer {
             .engine
             .pod_sandbox_stats(&r.into_inner().pod_sandbox_id)
             .await?;
-        Ok(Response::new(api::PodSandboxStatsResponse { stats: Some(stats) }))
+        Ok(Response::new(api::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
@@ -482,8 +486,8 @@ impl ImageService for CriServer {
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
         let filter = r.into_inner().filter.and_then(|f| f.image);
         let images = self.images.list(filter.as_ref()).await?;
-        Ok(Response::new(paged(images, |images| api::StreamImagesResponse {
-            images,
+        Ok(Response::new(paged(images, |images| {
+            api::StreamImagesResponse { images }
         })))
     }
 }

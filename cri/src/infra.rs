@@ -61,7 +61,9 @@ impl Engine {
                 ..Default::default()
             }))
             .await
-            .map_err(|s| CriError::containerd(format!("create the infra task of pod sandbox {}", sb.id), s))?;
+            .map_err(|s| {
+                CriError::containerd(format!("create the infra task of pod sandbox {}", sb.id), s)
+            })?;
         let pid = self
             .ctd
             .tasks()
@@ -70,7 +72,9 @@ impl Engine {
                 exec_id: String::new(),
             }))
             .await
-            .map_err(|s| CriError::containerd(format!("start the infra task of pod sandbox {}", sb.id), s))?
+            .map_err(|s| {
+                CriError::containerd(format!("start the infra task of pod sandbox {}", sb.id), s)
+            })?
             .into_inner()
             .pid;
         Ok(pid)
@@ -185,7 +189,9 @@ impl Engine {
                 Some(lease),
             ))
             .await
-            .map_err(|s| CriError::containerd(format!("record the infra container of {}", sb.id), s))?;
+            .map_err(|s| {
+                CriError::containerd(format!("record the infra container of {}", sb.id), s)
+            })?;
         Ok(())
     }
 
@@ -199,10 +205,14 @@ impl Engine {
             let waited = engine
                 .ctd
                 .tasks()
-                .wait(engine.ctd.req(containerd_client::services::v1::WaitRequest {
-                    container_id: infra_id(&sandbox_id),
-                    exec_id: String::new(),
-                }))
+                .wait(
+                    engine
+                        .ctd
+                        .req(containerd_client::services::v1::WaitRequest {
+                            container_id: infra_id(&sandbox_id),
+                            exec_id: String::new(),
+                        }),
+                )
                 .await;
             if let Err(s) = &waited {
                 if s.code() != tonic::Code::NotFound {
@@ -249,7 +259,10 @@ impl Engine {
         {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-            Err(s) => Err(CriError::containerd(format!("delete infra container {id}"), s)),
+            Err(s) => Err(CriError::containerd(
+                format!("delete infra container {id}"),
+                s,
+            )),
         }
     }
 

@@ -268,7 +268,10 @@ impl Engine {
             .await
             .map_err(|e| CriError::Internal(format!("remove namespaces: {e}")))?
             .map_err(|e| {
-                CriError::Internal(format!("remove the namespaces of pod sandbox {}: {e}", sb.id))
+                CriError::Internal(format!(
+                    "remove the namespaces of pod sandbox {}: {e}",
+                    sb.id
+                ))
             })?;
         Ok(())
     }
@@ -332,7 +335,11 @@ impl Engine {
         Ok(())
     }
 
-    pub fn pod_sandbox_status(&self, id: &str, verbose: bool) -> Result<api::PodSandboxStatusResponse> {
+    pub fn pod_sandbox_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<api::PodSandboxStatusResponse> {
         let sb = self.store.sandbox(id)?;
         let status = cri_sandbox_status(&sb);
         let mut info = std::collections::HashMap::new();
@@ -516,7 +523,10 @@ pub fn unmount(path: &Path) -> Result<()> {
         // SAFETY: target is a valid NUL-terminated path.
         if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
             let e = std::io::Error::last_os_error();
-            return Err(CriError::Internal(format!("unmount {}: {e}", path.display())));
+            return Err(CriError::Internal(format!(
+                "unmount {}: {e}",
+                path.display()
+            )));
         }
     }
     Ok(())

@@ -19,7 +19,11 @@ pub struct Samples(Arc<Mutex<HashMap<String, CgroupStats>>>);
 
 impl Samples {
     /// Reads the cgroup and returns (this sample, the previous one).
-    fn sample(&self, layout: &CgroupLayout, path: &str) -> Option<(CgroupStats, Option<CgroupStats>)> {
+    fn sample(
+        &self,
+        layout: &CgroupLayout,
+        path: &str,
+    ) -> Option<(CgroupStats, Option<CgroupStats>)> {
         let now = cgroup_stats::read(layout, path).ok()?;
         let prev = self
             .0
@@ -64,7 +68,12 @@ impl Engine {
             .containers()
             .into_iter()
             .map(|c| c.state.cgroups_path)
-            .chain(self.store.sandboxes().into_iter().filter_map(|s| pod_cgroup(&s)))
+            .chain(
+                self.store
+                    .sandboxes()
+                    .into_iter()
+                    .filter_map(|s| pod_cgroup(&s)),
+            )
             .collect();
         self.samples.forget(&|k| live.iter().any(|l| l == k));
         Ok(out)
@@ -114,7 +123,10 @@ impl Engine {
                 mountpoint: self
                     .config
                     .containerd_root
-                    .join(format!("io.containerd.snapshotter.v1.{}", self.config.snapshotter))
+                    .join(format!(
+                        "io.containerd.snapshotter.v1.{}",
+                        self.config.snapshotter
+                    ))
                     .display()
                     .to_string(),
             }),
@@ -161,7 +173,10 @@ impl Engine {
         }
         let pod = pod_cgroup(sb).and_then(|p| self.samples.sample(&self.cgroups, &p));
         let (cpu, memory) = match pod {
-            Some((now, prev)) => (Some(now.to_cri_cpu(prev.as_ref())), Some(now.to_cri_memory())),
+            Some((now, prev)) => (
+                Some(now.to_cri_cpu(prev.as_ref())),
+                Some(now.to_cri_memory()),
+            ),
             None => sum_of(&containers),
         };
         api::PodSandboxStats {
@@ -218,7 +233,8 @@ fn sum_of(stats: &[api::ContainerStats]) -> (Option<api::CpuUsage>, Option<api::
     };
     for s in stats {
         if let Some(c) = &s.cpu {
-            cpu.usage_core_nano_seconds = add(&cpu.usage_core_nano_seconds, &c.usage_core_nano_seconds);
+            cpu.usage_core_nano_seconds =
+                add(&cpu.usage_core_nano_seconds, &c.usage_core_nano_seconds);
             cpu.usage_nano_cores = add(&cpu.usage_nano_cores, &c.usage_nano_cores);
         }
         if let Some(m) = &s.memory {

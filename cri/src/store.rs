@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use containerd_client::services::v1::{
-    container::Runtime, Container as CtdContainer, CreateContainerRequest,
-    DeleteContainerRequest, ListContainersRequest, UpdateContainerRequest,
+    container::Runtime, Container as CtdContainer, CreateContainerRequest, DeleteContainerRequest,
+    ListContainersRequest, UpdateContainerRequest,
 };
 use prost::Message;
 use prost_types::Any;
@@ -220,8 +220,16 @@ impl Store {
         }
         let idx = self.index();
         let keys: Vec<&String> = match kind {
-            Kind::Sandbox => idx.sandboxes.range(id.to_string()..).map(|(k, _)| k).collect(),
-            Kind::Container => idx.containers.range(id.to_string()..).map(|(k, _)| k).collect(),
+            Kind::Sandbox => idx
+                .sandboxes
+                .range(id.to_string()..)
+                .map(|(k, _)| k)
+                .collect(),
+            Kind::Container => idx
+                .containers
+                .range(id.to_string()..)
+                .map(|(k, _)| k)
+                .collect(),
         };
         let mut matches = keys.into_iter().take_while(|k| k.starts_with(id));
         match (matches.next(), matches.next()) {
@@ -395,7 +403,12 @@ impl Store {
         {
             Ok(_) => {}
             Err(s) if s.code() == tonic::Code::NotFound => {}
-            Err(s) => return Err(CriError::containerd(format!("delete the record of {id}"), s)),
+            Err(s) => {
+                return Err(CriError::containerd(
+                    format!("delete the record of {id}"),
+                    s,
+                ))
+            }
         }
         let mut idx = self.index();
         idx.sandboxes.remove(id);
@@ -457,8 +470,7 @@ impl Store {
                     serde_json::from_slice::<ContainerState>(state),
                 ) {
                     (Ok(config), Ok(state)) => {
-                        let sandbox_id =
-                            rec.labels.get(SANDBOX_LABEL).cloned().unwrap_or_default();
+                        let sandbox_id = rec.labels.get(SANDBOX_LABEL).cloned().unwrap_or_default();
                         let c = Container {
                             id: rec.id.clone(),
                             sandbox_id,

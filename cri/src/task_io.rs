@@ -43,7 +43,10 @@ impl FifoSet {
         std::fs::create_dir_all(&self.dir).map_err(|e| {
             CriError::Internal(format!("create fifo directory {}: {e}", self.dir.display()))
         })?;
-        for p in [&self.stdin, &self.stdout, &self.stderr].into_iter().flatten() {
+        for p in [&self.stdin, &self.stdout, &self.stderr]
+            .into_iter()
+            .flatten()
+        {
             if p.exists() {
                 continue;
             }
@@ -59,7 +62,9 @@ impl FifoSet {
     }
 
     pub fn arg(p: &Option<PathBuf>) -> String {
-        p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     }
 
     pub fn remove(&self) {
@@ -83,12 +88,11 @@ pub async fn open_reader(path: &Path) -> Result<pipe::Receiver> {
 /// Opens the write end of a FIFO (stdin) once the shim has the read end open.
 pub async fn open_writer(path: &Path) -> Result<pipe::Sender> {
     let p = path.to_path_buf();
-    let file = tokio::task::spawn_blocking(move || {
-        std::fs::OpenOptions::new().write(true).open(&p)
-    })
-    .await
-    .map_err(|e| CriError::Internal(format!("open fifo {}: {e}", path.display())))?
-    .map_err(|e| CriError::Internal(format!("open fifo {}: {e}", path.display())))?;
+    let file =
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(&p))
+            .await
+            .map_err(|e| CriError::Internal(format!("open fifo {}: {e}", path.display())))?
+            .map_err(|e| CriError::Internal(format!("open fifo {}: {e}", path.display())))?;
     pipe::Sender::from_file(file)
         .map_err(|e| CriError::Internal(format!("open fifo {}: {e}", path.display())))
 }
@@ -176,7 +180,9 @@ impl ContainerIo {
             *self.stdin.lock().await = Some(open_writer(p).await?);
         }
         let log = match log_path {
-            Some(path) => Some(crate::container_log::ContainerLog::start(path, stdout, stderr)?),
+            Some(path) => Some(crate::container_log::ContainerLog::start(
+                path, stdout, stderr,
+            )?),
             None => {
                 // Nobody keeps the output: drain it so the container never blocks.
                 for r in [stdout, stderr].into_iter().flatten() {
@@ -293,7 +299,10 @@ mod tests {
             let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             f.write_all(b"hello\n").unwrap();
         });
-        let mut r = tee(open_reader(fifos.stdout.as_ref().unwrap()).await.unwrap(), tx);
+        let mut r = tee(
+            open_reader(fifos.stdout.as_ref().unwrap()).await.unwrap(),
+            tx,
+        );
         writer.join().unwrap();
         let mut all = String::new();
         r.read_to_string(&mut all).await.unwrap();

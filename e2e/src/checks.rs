@@ -20,9 +20,10 @@ pub fn node_runs_demo_pods(bed: &Bed, node: &ReferenceNode) -> Result<()> {
     let nodes = kubectl.run(&["get", "nodes"])?;
     println!("{nodes}");
     ensure!(
-        nodes
-            .lines()
-            .any(|l| l.split_whitespace().take(2).eq([node.name.as_str(), "Ready"])),
+        nodes.lines().any(|l| l
+            .split_whitespace()
+            .take(2)
+            .eq([node.name.as_str(), "Ready"])),
         "kubectl get nodes does not show node {} Ready:\n{nodes}",
         node.name
     );

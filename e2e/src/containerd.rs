@@ -54,7 +54,10 @@ impl Containerd {
 
     /// runc's state directory for this containerd's containers.
     pub fn runc_root(&self) -> PathBuf {
-        self.state_dir.parent().unwrap_or(&self.state_dir).join("runc")
+        self.state_dir
+            .parent()
+            .unwrap_or(&self.state_dir)
+            .join("runc")
     }
 }
 

@@ -35,7 +35,8 @@ fn critest(endpoint: &str, report_dir: &Path) -> Result<(Outcome, String)> {
     let started = std::time::Instant::now();
     // A hung spec must not hang the suite: critest gets 20 minutes per runtime.
     let mut cmd = Command::new("timeout");
-    cmd.args(["--signal=KILL", "1200"]).arg(paths::tool("critest")?);
+    cmd.args(["--signal=KILL", "1200"])
+        .arg(paths::tool("critest")?);
     if let Ok(focus) = std::env::var("GANTRY_CRITEST_FOCUS") {
         cmd.arg(format!("--ginkgo.focus={focus}"));
     }
@@ -124,7 +125,10 @@ fn critest_on_gantry_cri_and_containerd_cri() -> Result<()> {
     for f in &ctd.failures {
         println!("containerd CRI FAIL: {f}");
     }
-    ensure!(gantry.ran > 0, "critest ran nothing on gantry cri:\n{gantry_log}");
+    ensure!(
+        gantry.ran > 0,
+        "critest ran nothing on gantry cri:\n{gantry_log}"
+    );
     let unexpected: Vec<&String> = gantry
         .failures
         .iter()
@@ -156,7 +160,10 @@ mod tests {
     fn ginkgo_summaries_are_parsed() {
         let text = "Ran 80 of 85 Specs in 120.1 seconds\nFAIL! -- 78 Passed | 2 Failed | 0 Pending | 5 Skipped\n\nSummarizing 2 Failures:\n  [FAIL] [k8s.io] Container runtime should support attach [Conformance]\n";
         let o = parse(text);
-        assert_eq!((o.ran, o.total, o.passed, o.failed, o.skipped), (80, 85, 78, 2, 5));
+        assert_eq!(
+            (o.ran, o.total, o.passed, o.failed, o.skipped),
+            (80, 85, 78, 2, 5)
+        );
         assert_eq!(o.failures.len(), 1);
     }
 }

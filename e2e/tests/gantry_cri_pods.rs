@@ -145,7 +145,12 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
     );
     let web_ip = pod_ip(&c, &web.0)?;
     let client_ip = pod_ip(&c, &client.0)?;
-    let prefix = cri.network.subnet.rsplit_once('.').map(|p| p.0).unwrap_or("");
+    let prefix = cri
+        .network
+        .subnet
+        .rsplit_once('.')
+        .map(|p| p.0)
+        .unwrap_or("");
     for ip in [&web_ip, &client_ip] {
         ensure!(
             ip.starts_with(&format!("{prefix}.")),
@@ -158,7 +163,10 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
     leased.sort();
     let mut want = vec![web_ip.clone(), client_ip.clone()];
     want.sort();
-    ensure!(leased == want, "host-local's leases {leased:?} are the pods' IPs {want:?}");
+    ensure!(
+        leased == want,
+        "host-local's leases {leased:?} are the pods' IPs {want:?}"
+    );
 
     // Containers: a web server and a client that logs to stdout and stderr.
     let nginx = c.run_container(&web, "nginx", json!({"image": {"image": NGINX}}))?;
@@ -192,7 +200,10 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
     );
 
     // exec: the pod's hostname and resolv.conf; traffic pod to pod.
-    ensure!(c.ok(&["exec", "-s", &shell, "hostname"])? == "client", "hostname in the pod");
+    ensure!(
+        c.ok(&["exec", "-s", &shell, "hostname"])? == "client",
+        "hostname in the pod"
+    );
     let resolv = c.ok(&["exec", "-s", &shell, "cat", "/etc/resolv.conf"])?;
     ensure!(
         resolv.contains("nameserver 198.19.0.10")
@@ -269,7 +280,10 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
     )?;
     let nocmd = c.ok(&["create", &client.0, &missing_cmd, &client.1])?;
     let err = c.fails(&["start", &nocmd])?;
-    ensure!(err.contains("/no/such/binary"), "start error names the command: {err}");
+    ensure!(
+        err.contains("/no/such/binary"),
+        "start error names the command: {err}"
+    );
     let v = c.inspect(&nocmd)?;
     ensure!(
         v["status"]["reason"] == "StartError" && v["status"]["exitCode"] == 128,
@@ -292,7 +306,10 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
         &json!({"metadata": {"name": "client", "namespace": "e2e", "uid": "uid-client", "attempt": 0}, "linux": {}}),
     )?;
     let err = c.fails(&["runp", &dup])?;
-    ensure!(err.contains("AlreadyExists"), "a second sandbox of one name: {err}");
+    ensure!(
+        err.contains("AlreadyExists"),
+        "a second sandbox of one name: {err}"
+    );
 
     // Stop: a process that ignores SIGTERM gets SIGKILL after the grace period.
     let stubborn = c.run_container(
@@ -330,7 +347,12 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
             .cloned()
             .unwrap_or_default()
             .iter()
-            .map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["state"].as_str().unwrap_or("").to_string()))
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap_or("").to_string(),
+                    c["state"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect();
         s.sort();
         s
@@ -341,7 +363,10 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
         states(&before),
         states(&after)
     );
-    ensure!(pod_ip(&c, &client.0)? == client_ip, "the pod IP survives the restart");
+    ensure!(
+        pod_ip(&c, &client.0)? == client_ip,
+        "the pod IP survives the restart"
+    );
     let ticker_log = work.join("pods/client/ticker.log");
     wait::until("ticks after the restart", Duration::from_secs(20), || {
         let n = std::fs::read_to_string(&ticker_log)?.lines().count();
@@ -351,9 +376,11 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
     bed.containerd.restart(&mut bed.state)?;
     let count = || -> Result<usize> { Ok(std::fs::read_to_string(&ticker_log)?.lines().count()) };
     let seen = count()?;
-    wait::until("ticks after containerd's restart", Duration::from_secs(30), || {
-        Ok((count()? > seen + 10).then_some(()))
-    })?;
+    wait::until(
+        "ticks after containerd's restart",
+        Duration::from_secs(30),
+        || Ok((count()? > seen + 10).then_some(())),
+    )?;
     ensure!(
         c.inspect(&ticker)?["status"]["state"] == "CONTAINER_RUNNING",
         "the ticker runs on after containerd's restart"
@@ -367,7 +394,11 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
     let stats = c.json(&["stats", "-o", "json"])?;
     let entry = stats["stats"]
         .as_array()
-        .and_then(|a| a.iter().find(|s| s["attributes"]["id"] == ticker.as_str()).cloned())
+        .and_then(|a| {
+            a.iter()
+                .find(|s| s["attributes"]["id"] == ticker.as_str())
+                .cloned()
+        })
         .with_context(|| format!("crictl stats lists the ticker: {stats}"))?;
     let number = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     ensure!(
@@ -398,7 +429,10 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
         .args(["--runtime-endpoint", &cri.endpoint(), "attach", &ticker])
         .output()?;
     let text = String::from_utf8_lossy(&attached.stdout);
-    ensure!(text.contains("tick "), "crictl attach shows the ticker's output: {text}");
+    ensure!(
+        text.contains("tick "),
+        "crictl attach shows the ticker's output: {text}"
+    );
 
     c.ok(&["stop", "--timeout", "0", &ticker])?;
     let ticks: Vec<u64> = std::fs::read_to_string(&ticker_log)?
@@ -409,7 +443,10 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
         ticks.windows(2).all(|w| w[1] == w[0] + 1) && ticks.first() == Some(&0),
         "the ticker's log has every line, in order, across the crash: {ticks:?}"
     );
-    ensure!(c.ok(&["exec", "-s", &shell, "echo", "alive"])? == "alive", "exec after restart");
+    ensure!(
+        c.ok(&["exec", "-s", &shell, "echo", "alive"])? == "alive",
+        "exec after restart"
+    );
 
     // Removal releases everything: containers, sandboxes, IPs, mounts, records.
     for pod in [&web.0, &client.0] {
@@ -420,14 +457,20 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
     ensure!(c.ok(&["ps", "-a", "-q"])?.is_empty(), "containers left");
     ensure!(c.ok(&["pods", "-q"])?.is_empty(), "pods left");
     let mounts = host::mounts_below(&cri.state_dir);
-    ensure!(mounts.is_empty(), "mounts left below the state dir: {mounts:?}");
+    ensure!(
+        mounts.is_empty(),
+        "mounts left below the state dir: {mounts:?}"
+    );
     let ctr_out = std::process::Command::new("ctr")
         .arg("--address")
         .arg(&bed.containerd.socket)
         .args(["-n", &cri.namespace, "containers", "ls", "-q"])
         .output()?;
     let records = String::from_utf8_lossy(&ctr_out.stdout);
-    ensure!(records.trim().is_empty(), "containerd records left: {records}");
+    ensure!(
+        records.trim().is_empty(),
+        "containerd records left: {records}"
+    );
     let ips = cri.network.leased_ips();
     if !ips.is_empty() {
         bail!("IP leases left on {}: {ips:?}", cri.network.name);
@@ -457,15 +500,24 @@ fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     {
-        let c = Crictl { cri: &cri, dir: &work };
+        let c = Crictl {
+            cri: &cri,
+            dir: &work,
+        };
         c.ok(&["pull", BUSYBOX])?;
     }
 
     // Crash after the namespaces are pinned and CNI ADD gave the pod an IP.
     cri.restart_with_failpoint(&mut bed, libc::SIGTERM, Some("sandbox-after-network"))?;
     {
-        let c = Crictl { cri: &cri, dir: &work };
-        let err = c.run_pod("torn", own_pid.clone()).err().map(|e| e.to_string());
+        let c = Crictl {
+            cri: &cri,
+            dir: &work,
+        };
+        let err = c
+            .run_pod("torn", own_pid.clone())
+            .err()
+            .map(|e| e.to_string());
         ensure!(err.is_some(), "RunPodSandbox survived its crash point");
     }
     ensure!(
@@ -473,7 +525,10 @@ fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
         "the crash left an IP lease and namespace pins for the restart to find"
     );
     cri.restart(&mut bed, libc::SIGKILL)?;
-    let c = Crictl { cri: &cri, dir: &work };
+    let c = Crictl {
+        cri: &cri,
+        dir: &work,
+    };
     let pods = c.json(&["pods", "-o", "json"])?;
     let items = pods["items"].as_array().cloned().unwrap_or_default();
     ensure!(
@@ -489,7 +544,10 @@ fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
     // Crash after the container's rootfs snapshot was prepared, before its record.
     let pod = c.run_pod("whole", own_pid)?;
     cri.restart_with_failpoint(&mut bed, libc::SIGTERM, Some("container-after-snapshot"))?;
-    let c = Crictl { cri: &cri, dir: &work };
+    let c = Crictl {
+        cri: &cri,
+        dir: &work,
+    };
     let config = c.file(
         "torn-ctr.json",
         &json!({"metadata": {"name": "torn"}, "image": {"image": BUSYBOX}, "command": ["sleep", "60"], "linux": {}}),
@@ -503,8 +561,14 @@ fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
         "the crash point was reached with the snapshot prepared"
     );
     cri.restart(&mut bed, libc::SIGKILL)?;
-    let c = Crictl { cri: &cri, dir: &work };
-    ensure!(c.ok(&["ps", "-a", "-q"])?.is_empty(), "no container was recorded");
+    let c = Crictl {
+        cri: &cri,
+        dir: &work,
+    };
+    ensure!(
+        c.ok(&["ps", "-a", "-q"])?.is_empty(),
+        "no container was recorded"
+    );
     let snapshots = ctr(&cri, &["snapshots", "ls"])?;
     ensure!(
         !snapshots.contains("Active"),
@@ -517,7 +581,10 @@ fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
     c.wait_state(&id, "CONTAINER_RUNNING")?;
     c.ok(&["stopp", &pod.0])?;
     c.ok(&["rmp", &pod.0])?;
-    ensure!(cri.network.leased_ips().is_empty(), "IP leases left after rmp");
+    ensure!(
+        cri.network.leased_ips().is_empty(),
+        "IP leases left after rmp"
+    );
     bed.teardown()?;
     Ok(())
 }

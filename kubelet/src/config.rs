@@ -321,7 +321,10 @@ impl KubeletConfiguration {
             p.push("port must be 1-65535".to_string());
         }
         if self.read_only_port != 0 {
-            p.push("readOnlyPort: the unauthenticated read-only port is not supported; set 0".to_string());
+            p.push(
+                "readOnlyPort: the unauthenticated read-only port is not supported; set 0"
+                    .to_string(),
+            );
         }
         for ip in &self.cluster_dns {
             if ip.parse::<IpAddr>().is_err() {
@@ -344,7 +347,10 @@ impl KubeletConfiguration {
             ));
         }
         if !self.cgroup_root.starts_with('/') {
-            p.push(format!("cgroupRoot {:?} must be absolute", self.cgroup_root));
+            p.push(format!(
+                "cgroupRoot {:?} must be absolute",
+                self.cgroup_root
+            ));
         }
         if !matches!(self.authorization.mode.as_str(), "Webhook" | "AlwaysAllow") {
             p.push(format!(
@@ -352,15 +358,23 @@ impl KubeletConfiguration {
                 self.authorization.mode
             ));
         }
-        if self.authentication.x509.client_ca_file.is_empty() && !self.authentication.webhook.enabled {
+        if self.authentication.x509.client_ca_file.is_empty()
+            && !self.authentication.webhook.enabled
+        {
             p.push("authentication: neither x509.clientCAFile nor webhook is set, so no client could be authenticated".to_string());
         }
         if self.tls_cert_file.is_empty() != self.tls_private_key_file.is_empty() {
             p.push("tlsCertFile and tlsPrivateKeyFile go together".to_string());
         }
         for (field, v) in [
-            ("nodeStatusUpdateFrequency", &self.node_status_update_frequency),
-            ("nodeStatusReportFrequency", &self.node_status_report_frequency),
+            (
+                "nodeStatusUpdateFrequency",
+                &self.node_status_update_frequency,
+            ),
+            (
+                "nodeStatusReportFrequency",
+                &self.node_status_report_frequency,
+            ),
             ("syncFrequency", &self.sync_frequency),
         ] {
             if parse_duration(v).is_none() {
@@ -412,7 +426,9 @@ fn is_dns_domain(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -477,7 +493,13 @@ staticPodPath: /etc/kubernetes/manifests
             ..Default::default()
         };
         let msg = c.validate().unwrap_err().to_string();
-        for field in ["clusterDNS", "cgroupDriver", "readOnlyPort", "syncFrequency", "clusterDomain"] {
+        for field in [
+            "clusterDNS",
+            "cgroupDriver",
+            "readOnlyPort",
+            "syncFrequency",
+            "clusterDomain",
+        ] {
             assert!(msg.contains(field), "{field} missing from: {msg}");
         }
         assert!(KubeletConfiguration::default().validate().is_ok());
@@ -500,9 +522,18 @@ staticPodPath: /etc/kubernetes/manifests
 
     #[test]
     fn go_durations_parse() {
-        assert_eq!(parse_duration("10s"), Some(std::time::Duration::from_secs(10)));
-        assert_eq!(parse_duration("1m30s"), Some(std::time::Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(
+            parse_duration("10s"),
+            Some(std::time::Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_duration("1m30s"),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_duration("500ms"),
+            Some(std::time::Duration::from_millis(500))
+        );
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration(""), None);
     }

@@ -368,8 +368,9 @@ pub fn connect_tcp_in(netns: Option<&Path>, port: u16) -> io::Result<std::net::T
         let v4 = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port));
         match v4 {
             Ok(s) => Ok(s),
-            Err(e4) => std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port))
-                .map_err(|_| e4),
+            Err(e4) => {
+                std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port)).map_err(|_| e4)
+            }
         }
     };
     let Some(path) = netns else {
@@ -547,4 +548,3 @@ mod tests {
         remove(&tmp.path().join("never-made")).expect("idempotent");
     }
 }
-
