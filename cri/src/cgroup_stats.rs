@@ -135,7 +135,7 @@ fn read_v1(root: &Path, rel: &Path) -> Result<CgroupStats> {
             memory.display()
         )));
     }
-    let timestamp_ns = now_ns();
+    let timestamp_ns = crate::store::now_ns();
     let cpu_usage_ns = read_u64(&cpuacct.join("cpuacct.usage"))?;
     let stat = read_keyed(&memory.join("memory.stat"))?.unwrap_or_default();
     let usage = read_u64(&memory.join("memory.usage_in_bytes"))?;
@@ -159,7 +159,7 @@ fn read_v2(root: &Path, rel: &Path) -> Result<CgroupStats> {
             dir.display()
         )));
     }
-    let timestamp_ns = now_ns();
+    let timestamp_ns = crate::store::now_ns();
     let cpu = read_keyed(&dir.join("cpu.stat"))?;
     let stat = read_keyed(&dir.join("memory.stat"))?.unwrap_or_default();
     let usage = read_u64(&dir.join("memory.current"))?;
@@ -262,13 +262,6 @@ impl CgroupStats {
 
 fn value(v: Option<u64>) -> Option<api::UInt64Value> {
     v.map(|value| api::UInt64Value { value })
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// A cgroup file's text; `None` when the file is absent. ENODEV is absence too: reading

@@ -34,7 +34,6 @@ impl Engine {
         &self,
         sandbox_id: &str,
         config: Option<api::ContainerConfig>,
-        sandbox_config: Option<api::PodSandboxConfig>,
     ) -> Result<String> {
         let config = config.ok_or_else(|| {
             CriError::InvalidArgument("CreateContainer: the container config is required".into())
@@ -66,50 +65,35 @@ impl Engine {
                 sb.id
             )));
         }
-        // The kubelet resends the sandbox config; the stored one is authoritative.
-        let sandbox_config = if sb.config.metadata.is_some() {
-            sb.config.clone()
-        } else {
-            sandbox_config.unwrap_or_default()
-        };
+        // The kubelet resends the sandbox config; the one stored at RunPodSandbox is
+        // what the sandbox was made from, so it is the one used.
         let image = self.images.for_container(&image_spec).await?;
         let id = store::new_id();
-        let mut c = Container {
-            id: id.clone(),
-            sandbox_id: sb.id.clone(),
-            config,
-            state: ContainerState {
-                phase: ContainerPhase::Created,
-                created_at: store::now_ns(),
-                started_at: 0,
-                finished_at: 0,
-                exit_code: 0,
-                reason: String::new(),
-                message: String::new(),
-                pid: 0,
-                image_name: image_spec.clone(),
-                image_id: image.id.clone(),
-                image_ref: if image.repo_digest.is_empty() {
-                    image.id.clone()
-                } else {
-                    image.repo_digest.clone()
-                },
-                log_path: String::new(),
-                cgroups_path: String::new(),
-                stop_signal: image.config["config"]["StopSignal"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-                resources: None,
-            },
+        let image_ref = if image.repo_digest.is_empty() {
+            image.id.clone()
+        } else {
+            image.repo_digest.clone()
         };
-        if !sandbox_config.log_directory.is_empty() && !c.config.log_path.is_empty() {
-            c.state.log_path = Path::new(&sandbox_config.log_directory)
-                .join(&c.config.log_path)
+        let cgroups_path = format!("{}/{}", self.cgroup_parent(&sb.config), id);
+        let mut state = ContainerState::created(
+            image_spec.clone(),
+            image.id.clone(),
+            image_ref,
+            cgroups_path,
+        );
+        state.stop_signal = crate::oci_spec::image_defaults_from_config(&image.config).stop_signal;
+        if !sb.config.log_directory.is_empty() && !config.log_path.is_empty() {
+            state.log_path = Path::new(&sb.config.log_directory)
+                .join(&config.log_path)
                 .display()
                 .to_string();
         }
-        c.state.cgroups_path = format!("{}/{}", self.cgroup_parent(&sandbox_config), id);
+        let c = Container {
+            id: id.clone(),
+            sandbox_id: sb.id.clone(),
+            config,
+            state,
+        };
 
         let unique = store::container_name(&c);
         self.store.reserve_name(&unique, &id)?;
@@ -122,7 +106,7 @@ impl Engine {
             }
         };
         let result = self
-            .create_container_record(&c, &sb, &sandbox_config, &image, &unique, &lease)
+            .create_container_record(&c, &sb, &image, &unique, &lease)
             .await;
         self.ctd.delete_lease(&lease).await;
         if let Err(e) = result {
@@ -139,33 +123,13 @@ impl Engine {
         &self,
         c: &Container,
         sb: &store::Sandbox,
-        sandbox_config: &api::PodSandboxConfig,
         image: &crate::images::LocalImage,
         unique: &str,
         lease: &str,
     ) -> Result<()> {
-        let mounts = self
-            .ctd
-            .snapshots()
-            .prepare(self.ctd.req_leased(
-                PrepareSnapshotRequest {
-                    snapshotter: self.config.snapshotter.clone(),
-                    key: c.id.clone(),
-                    parent: image.chain_id.clone(),
-                    labels: HashMap::new(),
-                },
-                Some(lease),
-            ))
-            .await
-            .map_err(|s| {
-                CriError::containerd(format!("prepare the rootfs of container {}", c.id), s)
-            })?
-            .into_inner()
-            .mounts;
+        let users = self.prepare_rootfs(&c.id, &image.chain_id, lease).await?;
         crate::failpoint::hit("container-after-snapshot");
-        let passwd = read_image_file(&mounts, "etc/passwd");
-        let group = read_image_file(&mounts, "etc/group");
-        let spec = self.container_spec(c, sb, sandbox_config, image, passwd, group)?;
+        let spec = self.container_spec(c, sb, image, users)?;
         self.store
             .create_container(
                 c,
@@ -176,6 +140,36 @@ impl Engine {
                 lease,
             )
             .await
+    }
+
+    /// Prepares the rootfs snapshot `id` on the image's layers (under `lease`) and reads
+    /// the image's /etc/passwd and /etc/group from it, for user resolution.
+    pub async fn prepare_rootfs(
+        &self,
+        id: &str,
+        chain_id: &str,
+        lease: &str,
+    ) -> Result<ImageUsers> {
+        let mounts = self
+            .ctd
+            .snapshots()
+            .prepare(self.ctd.req_leased(
+                PrepareSnapshotRequest {
+                    snapshotter: self.config.snapshotter.clone(),
+                    key: id.to_string(),
+                    parent: chain_id.to_string(),
+                    labels: HashMap::new(),
+                },
+                Some(lease),
+            ))
+            .await
+            .map_err(|s| CriError::containerd(format!("prepare the rootfs of {id}"), s))?
+            .into_inner()
+            .mounts;
+        Ok(ImageUsers {
+            passwd: read_image_file(&mounts, "etc/passwd"),
+            group: read_image_file(&mounts, "etc/group"),
+        })
     }
 
     pub fn runc_options(&self) -> Option<prost_types::Any> {
@@ -793,6 +787,13 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         _ => return None,
     };
     Some(n)
+}
+
+/// The image's /etc/passwd and /etc/group, when it has them.
+#[derive(Clone, Debug, Default)]
+pub struct ImageUsers {
+    pub passwd: Option<String>,
+    pub group: Option<String>,
 }
 
 /// Reads a file of the image's rootfs from the snapshot's layer directories (no mount

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use ::oci_spec::runtime::Capability;
 
 use crate::api;
+use crate::container::ImageUsers;
 use crate::engine::Engine;
 use crate::error::{CriError, Result};
 use crate::images::LocalImage;
@@ -19,11 +20,10 @@ impl Engine {
         &self,
         c: &Container,
         sb: &Sandbox,
-        sandbox_config: &api::PodSandboxConfig,
         image: &LocalImage,
-        passwd: Option<String>,
-        group: Option<String>,
+        users: ImageUsers,
     ) -> Result<Vec<u8>> {
+        let sandbox_config = &sb.config;
         let paths = self.sandbox_paths(&sb.id);
         let modes = crate::sandbox::namespace_modes(sandbox_config);
         let ns_dir = paths.ns_dir();
@@ -110,8 +110,8 @@ impl Engine {
             target_pid_ns: None,
             sandbox_files: &files,
             cgroups_path: c.state.cgroups_path.clone(),
-            passwd: passwd.as_deref(),
-            group: group.as_deref(),
+            passwd: users.passwd.as_deref(),
+            group: users.group.as_deref(),
             seccomp_default: None,
             apparmor_default: None,
             host: &host,

@@ -207,23 +207,8 @@ impl Engine {
                 engine.close_stdin(&id, &exec_id).await;
             });
         }
-        if let Some(mut resize) = io.resize {
-            let engine = self.clone();
-            let (id, exec_id) = (id.to_string(), exec_id.to_string());
-            tokio::spawn(async move {
-                while let Some(TermSize { width, height }) = resize.recv().await {
-                    let _ = engine
-                        .ctd
-                        .tasks()
-                        .resize_pty(engine.ctd.req(ResizePtyRequest {
-                            container_id: id.clone(),
-                            exec_id: exec_id.clone(),
-                            width: width as u32,
-                            height: height as u32,
-                        }))
-                        .await;
-                }
-            });
+        if let Some(resize) = io.resize {
+            self.spawn_resize(id, exec_id, resize);
         }
         let wait = tasks.wait(wait_req);
         let waited = match timeout {
@@ -256,6 +241,32 @@ impl Engine {
             let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
         }
         Ok(code)
+    }
+
+    /// Passes the client's terminal sizes to the process's pty (exec_id empty: the
+    /// container's own process) until the client stops sending them.
+    fn spawn_resize(
+        &self,
+        id: &str,
+        exec_id: &str,
+        mut resize: tokio::sync::mpsc::Receiver<TermSize>,
+    ) {
+        let engine = self.clone();
+        let (id, exec_id) = (id.to_string(), exec_id.to_string());
+        tokio::spawn(async move {
+            while let Some(TermSize { width, height }) = resize.recv().await {
+                let _ = engine
+                    .ctd
+                    .tasks()
+                    .resize_pty(engine.ctd.req(ResizePtyRequest {
+                        container_id: id.clone(),
+                        exec_id: exec_id.clone(),
+                        width: width as u32,
+                        height: height as u32,
+                    }))
+                    .await;
+            }
+        });
     }
 
     /// Closes the stdin of a container's process (exec_id empty) or of an exec.
@@ -333,23 +344,8 @@ impl Engine {
                 }
             })
         });
-        if let Some(mut resize) = io.resize {
-            let engine = self.clone();
-            let id = c.id.clone();
-            tokio::spawn(async move {
-                while let Some(TermSize { width, height }) = resize.recv().await {
-                    let _ = engine
-                        .ctd
-                        .tasks()
-                        .resize_pty(engine.ctd.req(ResizePtyRequest {
-                            container_id: id.clone(),
-                            exec_id: String::new(),
-                            width: width as u32,
-                            height: height as u32,
-                        }))
-                        .await;
-                }
-            });
+        if let Some(resize) = io.resize {
+            self.spawn_resize(&c.id, "", resize);
         }
         let outputs = futures::future::join_all(tasks);
         tokio::select! {

@@ -144,7 +144,7 @@ impl RuntimeService for CriServer {
         let r = r.into_inner();
         let container_id = self
             .engine
-            .create_container(&r.pod_sandbox_id, r.config, r.sandbox_config)
+            .create_container(&r.pod_sandbox_id, r.config)
             .await?;
         Ok(Response::new(api::CreateContainerResponse { container_id }))
     }

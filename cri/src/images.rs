@@ -212,12 +212,8 @@ impl Images {
                 inodes += u.inodes.max(0) as u64;
             }
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
         Ok(api::FilesystemUsage {
-            timestamp: now,
+            timestamp: crate::store::now_ns(),
             fs_id: Some(api::FilesystemIdentifier {
                 mountpoint: self.snapshotter_root.display().to_string(),
             }),

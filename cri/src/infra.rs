@@ -5,20 +5,15 @@
 //! namespaces. Pods with their own PID namespace per container (what the kubelet asks
 //! for unless shareProcessNamespace is set) get no infra process at all.
 
-use std::collections::HashMap;
-
-use containerd_client::services::v1::container::Runtime;
-use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
 use containerd_client::services::v1::{
-    Container as CtdContainer, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    GetRequest, StartRequest,
+    CreateTaskRequest, DeleteContainerRequest, GetRequest, StartRequest,
 };
 use oci_client::secrets::RegistryAuth;
 
 use crate::api;
 use crate::engine::Engine;
 use crate::error::{CriError, Result};
-use crate::store::{self, Sandbox, KIND_LABEL, OCI_SPEC_TYPE_URL, RUNC_RUNTIME, SANDBOX_LABEL};
+use crate::store::{self, Sandbox};
 
 /// The containerd id of a sandbox's infra container.
 pub fn infra_id(sandbox_id: &str) -> String {
@@ -87,24 +82,7 @@ impl Engine {
         image: &crate::images::LocalImage,
         lease: &str,
     ) -> Result<()> {
-        let mounts = self
-            .ctd
-            .snapshots()
-            .prepare(self.ctd.req_leased(
-                PrepareSnapshotRequest {
-                    snapshotter: self.config.snapshotter.clone(),
-                    key: id.to_string(),
-                    parent: image.chain_id.clone(),
-                    labels: HashMap::new(),
-                },
-                Some(lease),
-            ))
-            .await
-            .map_err(|s| CriError::containerd(format!("prepare the infra rootfs of {}", sb.id), s))?
-            .into_inner()
-            .mounts;
-        let passwd = crate::container::read_image_file(&mounts, "etc/passwd");
-        let group = crate::container::read_image_file(&mounts, "etc/group");
+        let users = self.prepare_rootfs(id, &image.chain_id, lease).await?;
         // The infra process is an ordinary container of the pod, as locked down as
         // containerd's pause container: no capabilities, read-only, no new privileges.
         let config = api::ContainerConfig {
@@ -138,61 +116,29 @@ impl Engine {
             }),
             ..Default::default()
         };
+        let cgroups_path = format!("{}/{}", self.cgroup_parent(&sb.config), id);
         let c = store::Container {
             id: id.to_string(),
             sandbox_id: sb.id.clone(),
             config,
-            state: store::ContainerState {
-                phase: store::ContainerPhase::Created,
-                created_at: store::now_ns(),
-                started_at: 0,
-                finished_at: 0,
-                exit_code: 0,
-                reason: String::new(),
-                message: String::new(),
-                pid: 0,
-                image_name: self.config.infra_image.clone(),
-                image_id: image.id.clone(),
-                image_ref: image.id.clone(),
-                log_path: String::new(),
-                cgroups_path: format!("{}/{}", self.cgroup_parent(&sb.config), id),
-                stop_signal: String::new(),
-                resources: None,
-            },
+            state: store::ContainerState::created(
+                self.config.infra_image.clone(),
+                image.id.clone(),
+                image.id.clone(),
+                cgroups_path,
+            ),
         };
-        let spec = self.container_spec(&c, sb, &sb.config, image, passwd, group)?;
-        let mut labels = HashMap::new();
-        labels.insert(KIND_LABEL.to_string(), "infra".to_string());
-        labels.insert(SANDBOX_LABEL.to_string(), sb.id.clone());
-        let record = CtdContainer {
-            id: id.to_string(),
-            labels,
-            image: self.config.infra_image.clone(),
-            runtime: Some(Runtime {
-                name: RUNC_RUNTIME.to_string(),
-                options: self.runc_options(),
-            }),
-            spec: Some(prost_types::Any {
-                type_url: OCI_SPEC_TYPE_URL.to_string(),
-                value: spec,
-            }),
-            snapshotter: self.config.snapshotter.clone(),
-            snapshot_key: id.to_string(),
-            ..Default::default()
-        };
-        self.ctd
-            .containers()
-            .create(self.ctd.req_leased(
-                CreateContainerRequest {
-                    container: Some(record),
-                },
-                Some(lease),
-            ))
-            .await
-            .map_err(|s| {
-                CriError::containerd(format!("record the infra container of {}", sb.id), s)
-            })?;
-        Ok(())
+        let spec = self.container_spec(&c, sb, image, users)?;
+        let record = store::process_record(
+            id,
+            "infra",
+            &sb.id,
+            &self.config.infra_image,
+            spec,
+            &self.config.snapshotter,
+            self.runc_options(),
+        );
+        self.store.create_record(record, lease).await
     }
 
     /// Marks the sandbox NotReady when its infra process exits (the shared PID

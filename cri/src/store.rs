@@ -112,6 +112,35 @@ pub struct ContainerState {
     pub resources: Option<Vec<u8>>,
 }
 
+impl ContainerState {
+    /// A container just created from image `image_id` (named `image_name` by the
+    /// caller, `image_ref` its repo digest or ID), in cgroup `cgroups_path`.
+    pub fn created(
+        image_name: String,
+        image_id: String,
+        image_ref: String,
+        cgroups_path: String,
+    ) -> Self {
+        ContainerState {
+            phase: ContainerPhase::Created,
+            created_at: now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid: 0,
+            image_name,
+            image_id,
+            image_ref,
+            log_path: String::new(),
+            cgroups_path,
+            stop_signal: String::new(),
+            resources: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Container {
     pub id: String,
@@ -316,37 +345,37 @@ impl Store {
         runtime_options: Option<Any>,
         lease: &str,
     ) -> Result<()> {
-        let mut labels = HashMap::new();
-        labels.insert(KIND_LABEL.to_string(), "container".to_string());
-        labels.insert(SANDBOX_LABEL.to_string(), c.sandbox_id.clone());
-        labels.insert("io.gantry.cri.name".to_string(), truncate_label(name));
-        let record = CtdContainer {
-            id: c.id.clone(),
-            labels,
-            image: c.state.image_name.clone(),
-            runtime: Some(Runtime {
-                name: RUNC_RUNTIME.to_string(),
-                options: runtime_options,
-            }),
-            spec: Some(Any {
-                type_url: OCI_SPEC_TYPE_URL.to_string(),
-                value: spec_json,
-            }),
-            snapshotter: snapshotter.to_string(),
-            snapshot_key: c.id.clone(),
-            extensions: extensions(&c.config.encode_to_vec(), &c.state)?,
-            ..Default::default()
-        };
-        let mut cl = self.ctd.containers();
-        cl.create(self.ctd.req_leased(
-            CreateContainerRequest {
-                container: Some(record),
-            },
-            Some(lease),
-        ))
-        .await
-        .map_err(|s| CriError::containerd(format!("record container {}", c.id), s))?;
+        let mut record = process_record(
+            &c.id,
+            "container",
+            &c.sandbox_id,
+            &c.state.image_name,
+            spec_json,
+            snapshotter,
+            runtime_options,
+        );
+        record
+            .labels
+            .insert("io.gantry.cri.name".to_string(), truncate_label(name));
+        record.extensions = extensions(&c.config.encode_to_vec(), &c.state)?;
+        self.create_record(record, lease).await?;
         self.index().containers.insert(c.id.clone(), c.clone());
+        Ok(())
+    }
+
+    /// Writes a record under `lease` (which keeps its snapshot until the record holds it).
+    pub async fn create_record(&self, record: CtdContainer, lease: &str) -> Result<()> {
+        let what = format!("record {} {}", record.labels[KIND_LABEL], record.id);
+        self.ctd
+            .containers()
+            .create(self.ctd.req_leased(
+                CreateContainerRequest {
+                    container: Some(record),
+                },
+                Some(lease),
+            ))
+            .await
+            .map_err(|s| CriError::containerd(what, s))?;
         Ok(())
     }
 
@@ -489,6 +518,39 @@ impl Store {
     }
 }
 
+/// The containerd record of a process (a container, or a sandbox's infra) of `kind`
+/// in sandbox `sandbox_id`, with its OCI spec and a rootfs snapshot keyed by `id`.
+pub fn process_record(
+    id: &str,
+    kind: &str,
+    sandbox_id: &str,
+    image: &str,
+    spec_json: Vec<u8>,
+    snapshotter: &str,
+    runtime_options: Option<Any>,
+) -> CtdContainer {
+    let labels = HashMap::from([
+        (KIND_LABEL.to_string(), kind.to_string()),
+        (SANDBOX_LABEL.to_string(), sandbox_id.to_string()),
+    ]);
+    CtdContainer {
+        id: id.to_string(),
+        labels,
+        image: image.to_string(),
+        runtime: Some(Runtime {
+            name: RUNC_RUNTIME.to_string(),
+            options: runtime_options,
+        }),
+        spec: Some(Any {
+            type_url: OCI_SPEC_TYPE_URL.to_string(),
+            value: spec_json,
+        }),
+        snapshotter: snapshotter.to_string(),
+        snapshot_key: id.to_string(),
+        ..Default::default()
+    }
+}
+
 /// The unique name of a sandbox, as containerd's CRI builds it.
 pub fn sandbox_name(config: &api::PodSandboxConfig) -> String {
     let m = config.metadata.clone().unwrap_or_default();
@@ -529,18 +591,7 @@ fn truncate_label(v: &str) -> String {
 
 /// A new random 64-hex-digit id, as containerd's CRI makes them.
 pub fn new_id() -> String {
-    let mut buf = [0u8; 32];
-    if getrandom::fill(&mut buf).is_err() {
-        // The kernel's RNG does not fail after boot; fall back to time and pid anyway.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let seed = format!("{t}-{}", std::process::id());
-        use sha2::Digest;
-        buf.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes()));
-    }
-    hex::encode(buf)
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 /// Nanoseconds since the epoch, as CRI timestamps are.

@@ -232,22 +232,8 @@ fn handle(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
             Ok(accepted) => accepted,
             Err(refused) => return *refused,
         };
-        let t = tasks.clone();
-        tasks.spawn(async move {
-            match on_upgrade.await {
-                Ok(io) => {
-                    remotecommand::serve_websocket(
-                        TokioIo::new(io),
-                        protocol,
-                        opts,
-                        target,
-                        backend,
-                        t,
-                    )
-                    .await
-                }
-                Err(e) => tracing::debug!(error = %e, "streaming: websocket upgrade failed"),
-            }
+        serve_upgraded(on_upgrade, &tasks, "websocket", move |io, t| {
+            remotecommand::serve_websocket(io, protocol, opts, target, backend, t)
         });
         return resp;
     }
@@ -256,17 +242,31 @@ fn handle(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
         Ok(accepted) => accepted,
         Err(refused) => return *refused,
     };
+    serve_upgraded(on_upgrade, &tasks, "SPDY", move |io, t| {
+        let session = SpdySession::start(io, &t);
+        remotecommand::serve_spdy(session, protocol, opts, target, backend, t)
+    });
+    resp
+}
+
+/// Once the client's connection is upgraded, serves it with `serve` as a server task
+/// (dropped at shutdown); a failed upgrade is only logged, the client already left.
+fn serve_upgraded<F, Fut>(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    tasks: &Tasks,
+    transport: &'static str,
+    serve: F,
+) where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>, Tasks) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let t = tasks.clone();
     tasks.spawn(async move {
         match on_upgrade.await {
-            Ok(io) => {
-                let session = SpdySession::start(TokioIo::new(io), &t);
-                remotecommand::serve_spdy(session, protocol, opts, target, backend, t).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "streaming: SPDY upgrade failed"),
+            Ok(io) => serve(TokioIo::new(io), t).await,
+            Err(e) => tracing::debug!(error = %e, "streaming: {transport} upgrade failed"),
         }
     });
-    resp
 }
 
 fn port_forward(
@@ -285,18 +285,10 @@ fn port_forward(
             Err(refused) => return *refused,
         };
         if protocol.name == SPDY_TUNNEL_PORT_FORWARD {
-            let t = tasks.clone();
-            tasks.spawn(async move {
-                match on_upgrade.await {
-                    Ok(io) => {
-                        let ws =
-                            WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None)
-                                .await;
-                        let session = SpdySession::start(WsTunnel::new(ws), &t);
-                        portforward::serve_spdy(session, sandbox_id, backend, t).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "streaming: websocket upgrade failed"),
-                }
+            serve_upgraded(on_upgrade, &tasks, "websocket", move |io, t| async move {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                let session = SpdySession::start(WsTunnel::new(ws), &t);
+                portforward::serve_spdy(session, sandbox_id, backend, t).await;
             });
             return resp;
         }
@@ -316,22 +308,8 @@ fn port_forward(
             },
             Err(e) => return text(StatusCode::BAD_REQUEST, e),
         };
-        let t = tasks.clone();
-        tasks.spawn(async move {
-            match on_upgrade.await {
-                Ok(io) => {
-                    portforward::serve_websocket(
-                        TokioIo::new(io),
-                        protocol,
-                        ports,
-                        sandbox_id,
-                        backend,
-                        t,
-                    )
-                    .await
-                }
-                Err(e) => tracing::debug!(error = %e, "streaming: websocket upgrade failed"),
-            }
+        serve_upgraded(on_upgrade, &tasks, "websocket", move |io, t| {
+            portforward::serve_websocket(io, protocol, ports, sandbox_id, backend, t)
         });
         return resp;
     }
@@ -339,15 +317,9 @@ fn port_forward(
         Ok(accepted) => accepted,
         Err(refused) => return *refused,
     };
-    let t = tasks.clone();
-    tasks.spawn(async move {
-        match on_upgrade.await {
-            Ok(io) => {
-                let session = SpdySession::start(TokioIo::new(io), &t);
-                portforward::serve_spdy(session, sandbox_id, backend, t).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "streaming: SPDY upgrade failed"),
-        }
+    serve_upgraded(on_upgrade, &tasks, "SPDY", move |io, t| {
+        let session = SpdySession::start(io, &t);
+        portforward::serve_spdy(session, sandbox_id, backend, t)
     });
     resp
 }
