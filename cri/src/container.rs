@@ -291,6 +291,21 @@ impl Engine {
             fifos.remove();
             return Err(e);
         }
+        // Resources updated while the container was only created apply from its start.
+        if c.state.resources.is_some() {
+            if let Some(r) = c.resources() {
+                let applied = match self.oci_resources(&c.id, &r) {
+                    Ok(linux) => self.update_task_resources(&c.id, linux).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = applied {
+                    task_io::abandon_open(&fifos, opener).await;
+                    self.delete_task(&c.id).await;
+                    fifos.remove();
+                    return Err(e);
+                }
+            }
+        }
         match opener.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -643,30 +658,57 @@ impl Engine {
                 "container {id} has exited: its resources cannot be updated"
             )));
         }
+        // Validated now whatever the state; a created container gets them when its
+        // task is created (StartContainer), a running one at once.
+        let linux = self.oci_resources(&id, &resources)?;
         if c.state.phase == ContainerPhase::Running {
-            let json = linux_resources_json(&resources);
-            self.ctd
-                .tasks()
-                .update(
-                    self.ctd.req(UpdateTaskRequest {
-                        container_id: id.clone(),
-                        resources: Some(prost_types::Any {
-                            type_url:
-                                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
-                                    .to_string(),
-                            value: json.to_string().into_bytes(),
-                        }),
-                        annotations: HashMap::new(),
-                    }),
-                )
-                .await
-                .map_err(|s| {
-                    CriError::containerd(format!("update the resources of container {id}"), s)
-                })?;
+            self.update_task_resources(&id, linux).await?;
         }
         let mut state = c.state.clone();
         state.resources = Some(resources.encode_to_vec());
         self.store.update_container(&id, state).await?;
+        Ok(())
+    }
+
+    /// The OCI resources for `resources`: the same mapping and checks as at creation.
+    fn oci_resources(
+        &self,
+        id: &str,
+        resources: &api::LinuxContainerResources,
+    ) -> Result<::oci_spec::runtime::LinuxResources> {
+        crate::oci_spec::linux_resources(
+            &format!("container {id}"),
+            Some(resources),
+            &self.node.facts(),
+        )
+    }
+
+    async fn update_task_resources(
+        &self,
+        id: &str,
+        linux: ::oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        let json = serde_json::to_vec(&linux).map_err(|e| {
+            CriError::Internal(format!("encode the resources of container {id}: {e}"))
+        })?;
+        self.ctd
+            .tasks()
+            .update(
+                self.ctd.req(UpdateTaskRequest {
+                    container_id: id.to_string(),
+                    resources: Some(prost_types::Any {
+                        type_url:
+                            "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+                                .to_string(),
+                        value: json,
+                    }),
+                    annotations: HashMap::new(),
+                }),
+            )
+            .await
+            .map_err(|s| {
+                CriError::containerd(format!("update the resources of container {id}"), s)
+            })?;
         Ok(())
     }
 
@@ -724,43 +766,6 @@ pub fn cri_container_status(c: &Container) -> api::ContainerStatus {
         image_id: c.state.image_id.clone(),
         ..Default::default()
     }
-}
-
-/// The OCI LinuxResources for an update, as runc reads them.
-pub fn linux_resources_json(r: &api::LinuxContainerResources) -> serde_json::Value {
-    let mut cpu = serde_json::Map::new();
-    if r.cpu_shares > 0 {
-        cpu.insert("shares".into(), r.cpu_shares.into());
-    }
-    if r.cpu_quota != 0 {
-        cpu.insert("quota".into(), r.cpu_quota.into());
-    }
-    if r.cpu_period > 0 {
-        cpu.insert("period".into(), r.cpu_period.into());
-    }
-    if !r.cpuset_cpus.is_empty() {
-        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
-    }
-    if !r.cpuset_mems.is_empty() {
-        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
-    }
-    let mut memory = serde_json::Map::new();
-    if r.memory_limit_in_bytes > 0 {
-        memory.insert("limit".into(), r.memory_limit_in_bytes.into());
-    }
-    if r.memory_swap_limit_in_bytes > 0 {
-        memory.insert("swap".into(), r.memory_swap_limit_in_bytes.into());
-    }
-    let mut v = serde_json::Map::new();
-    v.insert("cpu".into(), cpu.into());
-    v.insert("memory".into(), memory.into());
-    if !r.unified.is_empty() {
-        v.insert(
-            "unified".into(),
-            serde_json::to_value(&r.unified).unwrap_or_default(),
-        );
-    }
-    v.into()
 }
 
 /// A signal by name (SIGTERM, TERM) or number, as images give StopSignal.
@@ -856,21 +861,5 @@ mod tests {
         };
         assert_eq!(read_image_file(&[m], "etc/passwd").as_deref(), Some("new"));
         std::fs::remove_dir_all(&base).unwrap();
-    }
-
-    #[test]
-    fn resource_updates_map_to_oci_fields() {
-        let r = api::LinuxContainerResources {
-            cpu_shares: 512,
-            cpu_quota: 50_000,
-            cpu_period: 100_000,
-            memory_limit_in_bytes: 64 << 20,
-            ..Default::default()
-        };
-        let v = linux_resources_json(&r);
-        assert_eq!(v["cpu"]["shares"], 512);
-        assert_eq!(v["cpu"]["quota"], 50_000);
-        assert_eq!(v["memory"]["limit"], 64 << 20);
-        assert!(v["cpu"].get("cpus").is_none());
     }
 }

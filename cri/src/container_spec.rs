@@ -2,11 +2,12 @@
 //! sandbox's namespace pins and files, the image's defaults and passwd/group, and the
 //! host's facts; creates missing host paths of bind mounts, as containerd does.
 
-use std::sync::OnceLock;
+use std::path::Path;
 
 use ::oci_spec::runtime::Capability;
 
 use crate::api;
+use crate::cgroup_stats::CgroupLayout;
 use crate::container::ImageUsers;
 use crate::engine::Engine;
 use crate::error::{CriError, Result};
@@ -34,32 +35,19 @@ impl Engine {
             pid: (sb.state.infra_pid > 0)
                 .then(|| format!("/proc/{}/ns/pid", sb.state.infra_pid).into()),
         };
-        // Pid mode POD without an infra process (the sandbox has its own PID namespace
-        // per container) must never fall through to the host's: use the container's own.
+        // Pid mode POD (also the CRI's default) without an infra process must never
+        // fall through to the host's PID namespace: the container gets its own.
         let mut config = c.config.clone();
         if namespaces.pid.is_none() {
-            if let Some(o) = config
+            let options = config
                 .linux
-                .as_mut()
-                .and_then(|l| l.security_context.as_mut())
-                .and_then(|s| s.namespace_options.as_mut())
-                .filter(|o| o.pid == api::NamespaceMode::Pod as i32)
-            {
-                o.pid = api::NamespaceMode::Container as i32;
-            }
-            let unset = config
-                .linux
-                .as_ref()
-                .and_then(|l| l.security_context.as_ref())
-                .and_then(|s| s.namespace_options.as_ref())
-                .is_none();
-            if unset {
-                let linux = config.linux.get_or_insert_with(Default::default);
-                let sc = linux.security_context.get_or_insert_with(Default::default);
-                sc.namespace_options = Some(api::NamespaceOption {
-                    pid: api::NamespaceMode::Container as i32,
-                    ..Default::default()
-                });
+                .get_or_insert_with(Default::default)
+                .security_context
+                .get_or_insert_with(Default::default)
+                .namespace_options
+                .get_or_insert_with(Default::default);
+            if options.pid == api::NamespaceMode::Pod as i32 {
+                options.pid = api::NamespaceMode::Container as i32;
             }
         }
         let files = SandboxFiles {
@@ -84,20 +72,7 @@ impl Engine {
             }
         }
         let defaults = oci_spec::image_defaults_from_config(&image.config);
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
-        let caps = own_capabilities();
-        let host = HostFacts {
-            hostname: &hostname,
-            min_oom_score_adj: self.min_oom_score_adj,
-            capabilities: caps,
-            cgroup_v2: matches!(self.cgroups, crate::cgroup_stats::CgroupLayout::V2 { .. }),
-            swap_accounting: swap_accounting(),
-            hugetlb: std::path::Path::new("/sys/fs/cgroup/hugetlb").exists()
-                || matches!(self.cgroups, crate::cgroup_stats::CgroupLayout::V2 { .. }),
-            recursive_read_only_mounts: false,
-        };
+        let host = self.node.facts();
         let inputs = SpecInputs {
             container_id: &c.id,
             sandbox_id: &sb.id,
@@ -123,15 +98,45 @@ impl Engine {
     }
 }
 
-/// Whether the memory controller accounts swap (memory.memsw.* on v1, memory.swap.* on
-/// v2): only then can a swap limit be set.
-fn swap_accounting() -> bool {
-    std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
-        || std::path::Path::new("/sys/fs/cgroup/memory.swap.max").exists()
+/// What the spec builder needs to know about this node, read once at start.
+#[derive(Clone, Debug)]
+pub struct NodeFacts {
+    pub hostname: String,
+    /// Gantry's own oom_score_adj: containers never get a lower one (lowering it needs
+    /// CAP_SYS_RESOURCE, and a kubelet must not make its pods harder to kill than itself).
+    pub min_oom_score_adj: i32,
+    /// The agent's effective capabilities: what privileged containers get.
+    pub capabilities: Vec<Capability>,
+    pub cgroup_v2: bool,
+    pub swap_accounting: bool,
+    pub hugetlb: bool,
 }
 
-/// The agent's effective capabilities, read once: what privileged containers get.
-fn own_capabilities() -> &'static [Capability] {
-    static CAPS: OnceLock<Vec<Capability>> = OnceLock::new();
-    CAPS.get_or_init(|| oci_spec::FsHost::effective_capabilities().unwrap_or_default())
+impl NodeFacts {
+    pub fn read(cgroups: &CgroupLayout) -> Self {
+        let cgroup_v2 = matches!(cgroups, CgroupLayout::V2 { .. });
+        NodeFacts {
+            hostname: crate::sandbox::host_name().unwrap_or_default(),
+            min_oom_score_adj: oci_spec::FsHost::oom_score_adj().unwrap_or(0),
+            capabilities: oci_spec::FsHost::effective_capabilities().unwrap_or_default(),
+            cgroup_v2,
+            // Swap limits need the memory controller to account swap (memsw on v1).
+            swap_accounting: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+                .exists()
+                || Path::new("/sys/fs/cgroup/memory.swap.max").exists(),
+            hugetlb: cgroup_v2 || Path::new("/sys/fs/cgroup/hugetlb").exists(),
+        }
+    }
+
+    pub fn facts(&self) -> HostFacts<'_> {
+        HostFacts {
+            hostname: &self.hostname,
+            min_oom_score_adj: self.min_oom_score_adj,
+            capabilities: &self.capabilities,
+            cgroup_v2: self.cgroup_v2,
+            swap_accounting: self.swap_accounting,
+            hugetlb: self.hugetlb,
+            recursive_read_only_mounts: false,
+        }
+    }
 }

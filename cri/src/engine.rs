@@ -34,9 +34,8 @@ pub struct Engine {
     /// Containers containerd reported OOM for, until their exit is recorded.
     ooms: Arc<Mutex<HashSet<String>>>,
     events: broadcast::Sender<api::ContainerEventResponse>,
-    /// Gantry's own oom_score_adj: containers never get a lower one (lowering it needs
-    /// CAP_SYS_RESOURCE, and a kubelet must not make its pods harder to kill than itself).
-    pub min_oom_score_adj: i32,
+    /// Facts about the node the OCI specs depend on, read once.
+    pub node: Arc<crate::container_spec::NodeFacts>,
     pub cgroups: crate::cgroup_stats::CgroupLayout,
     pub samples: crate::stats::Samples,
 }
@@ -48,6 +47,7 @@ impl Engine {
             config.cni_bin_dirs.clone(),
             config.root_dir.join("cni"),
         );
+        let cgroups = crate::cgroup_stats::CgroupLayout::detect();
         Engine {
             ctd: ctd.clone(),
             config,
@@ -57,8 +57,8 @@ impl Engine {
             ios: Arc::default(),
             ooms: Arc::default(),
             events: broadcast::channel(1024).0,
-            min_oom_score_adj: own_oom_score_adj(),
-            cgroups: crate::cgroup_stats::CgroupLayout::detect(),
+            node: Arc::new(crate::container_spec::NodeFacts::read(&cgroups)),
+            cgroups,
             samples: Default::default(),
         }
     }
@@ -218,12 +218,4 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// This process's oom_score_adj (0 when it cannot be read).
-fn own_oom_score_adj() -> i32 {
-    std::fs::read_to_string("/proc/self/oom_score_adj")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
 }

@@ -444,12 +444,13 @@ pub fn labels_match(
 
 fn sandbox_hostname(config: &api::PodSandboxConfig, host_network: bool) -> Result<String> {
     if host_network || config.hostname.is_empty() {
-        return nix_hostname();
+        return host_name();
     }
     Ok(config.hostname.clone())
 }
 
-fn nix_hostname() -> Result<String> {
+/// The host's name, as the kernel has it now.
+pub fn host_name() -> Result<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .map_err(|e| CriError::Internal(format!("read the host name: {e}")))

@@ -285,7 +285,7 @@ fn namespaces(
 
 /// CPU, memory, hugepage and unified limits (containerd's WithResources): zero means
 /// unset; swap equals the memory limit unless given, where swap is accounted.
-fn linux_resources(
+pub fn linux_resources(
     who: &str,
     r: Option<&api::LinuxContainerResources>,
     host: &HostFacts,
