@@ -542,16 +542,9 @@ pub fn is_mountpoint(path: &Path) -> bool {
     table.lines().any(|l| {
         l.split(' ')
             .nth(4)
-            .map(unescape_mountinfo)
+            .map(crate::oci_spec::unescape_mountinfo)
             .is_some_and(|p| p == want)
     })
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// The first 13 characters of an id, as crictl shows them.
@@ -599,10 +592,5 @@ mod tests {
         assert!(labels_match(&sel(&[("a", "1")]), &labels));
         assert!(!labels_match(&sel(&[("a", "2")]), &labels));
         assert!(!labels_match(&sel(&[("c", "1")]), &labels));
-    }
-
-    #[test]
-    fn mountinfo_paths_are_unescaped() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
     }
 }

@@ -397,13 +397,19 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
     // crictl update: a new memory limit reaches the running container's cgroup.
     c.ok(&["update", "--memory", "67108864", &ticker])?;
     let info = c.inspect(&ticker)?;
-    let cgroup = info["info"]["cgroupsPath"].as_str().unwrap_or_default().to_string();
+    let cgroup = info["info"]["cgroupsPath"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let limit_file = Path::new("/sys/fs/cgroup/memory")
         .join(cgroup.trim_start_matches('/'))
         .join("memory.limit_in_bytes");
     let limit = std::fs::read_to_string(&limit_file)
         .with_context(|| format!("read {}", limit_file.display()))?;
-    ensure!(limit.trim() == "67108864", "memory limit after crictl update: {limit}");
+    ensure!(
+        limit.trim() == "67108864",
+        "memory limit after crictl update: {limit}"
+    );
     ensure!(
         info["status"]["resources"]["linux"]["memoryLimitInBytes"] == "67108864",
         "crictl inspect shows the updated limit: {}",

@@ -129,7 +129,7 @@ fn walk(dir: &Path, skip: &[&str], out: &mut Vec<HostDevice>) -> Result<()> {
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
+pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -156,7 +156,7 @@ pub(super) fn propagation_in(mountinfo: &str, path: &Path) -> Option<HostPropaga
     let mut best: Option<(usize, HostPropagation)> = None;
     for line in mountinfo.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(mount_point) = fields.get(4).map(|m| unescape(m)) else {
+        let Some(mount_point) = fields.get(4).map(|m| unescape_mountinfo(m)) else {
             continue;
         };
         if !path.starts_with(&mount_point) {

@@ -26,7 +26,8 @@ use ::oci_spec::runtime::{
 };
 
 pub use host::{
-    capabilities_from_mask, FsHost, HostDevice, HostFacts, HostLookup, HostPropagation,
+    capabilities_from_mask, unescape_mountinfo, FsHost, HostDevice, HostFacts, HostLookup,
+    HostPropagation,
 };
 pub use process::{image_defaults_from_config, ImageProcessDefaults};
 pub use security::{parse_seccomp, ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
