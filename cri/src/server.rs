@@ -63,21 +63,64 @@ pub async fn serve(
     config: CriConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    // One shutdown signal, seen by the gRPC server and the streaming server.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let server = CriServer::new(&config, stopped(stop_rx.clone())).await?;
-    // Settle what a previous run left before taking calls. containerd may be down:
-    // then the CRI still serves (Status says why) and recovery waits for it.
+    let stop = Stop::new(shutdown);
+    let server = start(&config, stop.clone()).await?;
+    serve_socket(server, &config.listen, stop).await
+}
+
+/// One shutdown signal that any number of servers can wait for.
+#[derive(Clone)]
+pub struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    pub fn new(shutdown: impl Future<Output = ()> + Send + 'static) -> Stop {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        Stop(rx)
+    }
+
+    /// Resolves once the shutdown has come.
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+}
+
+/// Builds the server, settles what a previous run left (recovery) and starts the
+/// event monitor: after this the server takes calls, in process or on a socket.
+/// containerd may be down: then the CRI still serves (Status says why) and recovery
+/// waits for it up to a minute.
+pub async fn start(config: &CriConfig, stop: Stop) -> Result<CriServer> {
+    let server = CriServer::new(config, stop.wait()).await?;
     recover_when_containerd_answers(server.engine.clone()).await;
     server.engine.spawn_event_monitor();
-    let path = &config.listen;
+    Ok(server)
+}
+
+/// The tonic services of `server`, with the message limits kubelets need.
+pub fn services(
+    server: CriServer,
+) -> (
+    RuntimeServiceServer<CriServer>,
+    ImageServiceServer<CriServer>,
+) {
+    (
+        RuntimeServiceServer::new(server.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+        ImageServiceServer::new(server)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+}
+
+/// Serves `server` on the unix socket `path` until `stop`.
+pub async fn serve_socket(server: CriServer, path: &std::path::Path, stop: Stop) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| {
             CriError::Internal(format!("create socket directory {}: {e}", dir.display()))
@@ -97,19 +140,12 @@ pub async fn serve(
         .map_err(|e| CriError::Internal(format!("listen on {}: {e}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| CriError::Internal(format!("chmod {}: {e}", path.display())))?;
-    tracing::info!(socket = %path.display(), containerd = %config.containerd_address.display(), namespace = %config.namespace, "serving CRI");
+    tracing::info!(socket = %path.display(), "serving CRI");
+    let (runtime, images) = services(server);
     let result = tonic::transport::Server::builder()
-        .add_service(
-            RuntimeServiceServer::new(server.clone())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
-            ImageServiceServer::new(server)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx))
+        .add_service(runtime)
+        .add_service(images)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop.wait())
         .await
         .map_err(|e| CriError::Internal(format!("serve CRI on {}: {e}", path.display())));
     let _ = std::fs::remove_file(path);

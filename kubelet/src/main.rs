@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 mod config;
+mod runtime;
 
 use clap::{Args, Parser, Subcommand};
 use gantry_cri::CriConfig;

@@ -1,7 +1,14 @@
 //! Per-pod workers: compare each pod's desired spec with the state a CRI runtime
 //! reports and act (sandbox, image pulls, init and sidecar containers, restarts with
-//! backoff, probes, hooks, graceful termination), then compute the pod's status.
+//! backoff, graceful termination), then compute the pod's status.
 //!
-//! It speaks only CRI `runtime.v1` messages, so it runs pods on Gantry's CRI and on
-//! containerd's CRI plugin alike; it must not depend on `gantry-cri` internals.
-//! Not written yet (issue: `gantry node`, part 3).
+//! It speaks only CRI `runtime.v1` messages (the generated `gantry_cri::api` types and
+//! clients, nothing else of the CRI server), so it runs pods on Gantry's CRI and on
+//! containerd's CRI plugin alike.
+
+pub mod labels;
+pub mod runtime;
+pub mod spec;
+pub mod status;
+
+pub use runtime::Cri;
