@@ -6,13 +6,13 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 
 use crate::bed::Bed;
-use crate::reference_node::ReferenceNode;
+use crate::network::NodeNetwork;
 use crate::{paths, teardown, wait};
 
 /// The node is Ready after TLS bootstrap; the busybox demo pod runs on it with logs,
 /// exec and an IP from the node's network; a hostPort pod answers on the node address;
 /// both pods are deleted.
-pub fn node_runs_demo_pods(bed: &Bed, node: &ReferenceNode) -> Result<()> {
+pub fn node_runs_demo_pods(bed: &Bed, node_name: &str, network: &NodeNetwork) -> Result<()> {
     let kubectl = bed.kubectl()?;
 
     // The node joined by TLS bootstrap: its client certificate was issued through a CSR
@@ -20,12 +20,11 @@ pub fn node_runs_demo_pods(bed: &Bed, node: &ReferenceNode) -> Result<()> {
     let nodes = kubectl.run(&["get", "nodes"])?;
     println!("{nodes}");
     ensure!(
-        nodes.lines().any(|l| l
-            .split_whitespace()
-            .take(2)
-            .eq([node.name.as_str(), "Ready"])),
+        nodes
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq([node_name, "Ready"])),
         "kubectl get nodes does not show node {} Ready:\n{nodes}",
-        node.name
+        node_name
     );
     let csrs = kubectl.get_json(&["csr"])?;
     let approved_node_csr = csrs["items"].as_array().into_iter().flatten().any(|c| {
@@ -58,7 +57,7 @@ pub fn node_runs_demo_pods(bed: &Bed, node: &ReferenceNode) -> Result<()> {
     let pods = kubectl.run(&["get", "pod", "busybox", "-o", "wide"])?;
     println!("{pods}");
     ensure!(
-        pods.contains("Running") && pods.contains(&node.name),
+        pods.contains("Running") && pods.contains(node_name),
         "unexpected pod listing:\n{pods}"
     );
 
@@ -88,8 +87,7 @@ pub fn node_runs_demo_pods(bed: &Bed, node: &ReferenceNode) -> Result<()> {
     // The pod's address comes from the node's CNI network, inside the pod range.
     let pod = kubectl.get_json(&["pod", "busybox"])?;
     let ip = pod["status"]["podIP"].as_str().unwrap_or("");
-    let prefix = node
-        .network
+    let prefix = network
         .gateway
         .rsplit_once('.')
         .map(|(p, _)| format!("{p}."))
@@ -97,7 +95,7 @@ pub fn node_runs_demo_pods(bed: &Bed, node: &ReferenceNode) -> Result<()> {
     ensure!(
         ip.starts_with(&prefix),
         "pod IP {ip:?} is not in the node's subnet {}",
-        node.network.subnet
+        network.subnet
     );
 
     // A hostPort answers on the node's address (portmap DNAT rules, tagged with the
@@ -110,7 +108,7 @@ pub fn node_runs_demo_pods(bed: &Bed, node: &ReferenceNode) -> Result<()> {
         "pod/nginx-hostport",
         "--timeout=120s",
     ])?;
-    let node_addr = format!("{}:18080", node.network.gateway);
+    let node_addr = format!("{}:18080", network.gateway);
     wait::until(
         "nginx-hostport to answer on the node's hostPort",
         Duration::from_secs(30),
@@ -122,9 +120,9 @@ pub fn node_runs_demo_pods(bed: &Bed, node: &ReferenceNode) -> Result<()> {
     )?;
     let nat = crate::host::run("iptables", &["-w", "-t", "nat", "-S"])?;
     ensure!(
-        nat.contains(&teardown::portmap_tag(&node.network.name)),
+        nat.contains(&teardown::portmap_tag(&network.name)),
         "no portmap rule tagged with network {} in:\n{nat}",
-        node.network.name
+        network.name
     );
 
     kubectl.run(&["delete", "pod", "busybox", "--wait=true", "--timeout=90s"])?;

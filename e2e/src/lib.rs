@@ -17,6 +17,7 @@ pub mod checks;
 pub mod containerd;
 pub mod control_plane;
 pub mod gantry_cri;
+pub mod gantry_node;
 pub mod host;
 pub mod http;
 pub mod kubeconfig;

@@ -10,7 +10,7 @@ use gantry_e2e::{checks, Bed, BedOptions};
 fn reference_node_joins_and_runs_busybox_from_manifests() -> Result<()> {
     let mut bed = Bed::start(&BedOptions::named("e2e-reference"))?;
     let node = bed.start_reference_node("reference")?;
-    checks::node_runs_demo_pods(&bed, &node)?;
+    checks::node_runs_demo_pods(&bed, &node.name, &node.network)?;
     // Teardown fails if any process, mount, cgroup, bridge or iptables rule of the
     // bed is left.
     bed.teardown()?;
@@ -23,7 +23,7 @@ fn upstream_kubelet_runs_pods_on_gantry_cri() -> Result<()> {
     let mut bed = Bed::start(&BedOptions::named("e2e-kubelet-gantry"))?;
     let cri = bed.start_gantry_cri("gantry-cri")?;
     let node = bed.start_upstream_kubelet_on("kubelet-gantry", &cri)?;
-    checks::node_runs_demo_pods(&bed, &node)?;
+    checks::node_runs_demo_pods(&bed, &node.name, &node.network)?;
     bed.teardown()?;
     Ok(())
 }

@@ -1,10 +1,17 @@
-//! `gantry`: the node agent binary. `gantry cri` serves Gantry's CRI alone; `gantry
-//! node` will join a cluster as a kubelet with that CRI embedded (not available yet:
-//! it exits with an error saying so).
+//! `gantry`: the node agent binary. `gantry node` joins a cluster as a kubelet with
+//! Gantry's CRI embedded (or another runtime's); `gantry cri` serves Gantry's CRI
+//! alone.
 
 use std::path::PathBuf;
 
+mod agent;
+mod bootstrap;
+mod cluster;
 mod config;
+mod events;
+mod machine;
+mod node;
+mod pod_source;
 mod runtime;
 
 use clap::{Args, Parser, Subcommand};
@@ -62,6 +69,57 @@ struct NodeArgs {
     static_pod_path: Option<String>,
     #[arg(long)]
     cgroup_root: Option<String>,
+    /// The node's kubeconfig; written after TLS bootstrap when missing or expired.
+    #[arg(long, default_value = "/var/lib/gantry/kubeconfig")]
+    kubeconfig: PathBuf,
+    /// A kubeconfig with a bootstrap token, used to request the node's client
+    /// certificate when --kubeconfig has none.
+    #[arg(long)]
+    bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the client certificate and key are kept.
+    #[arg(long, default_value = "/var/lib/gantry/pki")]
+    cert_dir: PathBuf,
+    /// The agent's state directory.
+    #[arg(long, default_value = "/var/lib/gantry")]
+    root_dir: PathBuf,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    hostname_override: Option<String>,
+    /// The node's address (InternalIP); default: the configured address when it is
+    /// not 0.0.0.0.
+    #[arg(long)]
+    node_ip: Option<String>,
+    #[command(flatten)]
+    cri: EmbeddedCriArgs,
+}
+
+/// Settings of the embedded CRI (ignored with --container-runtime-endpoint).
+#[derive(Args)]
+struct EmbeddedCriArgs {
+    /// The socket the embedded CRI is also served on, for crictl.
+    #[arg(long, default_value = "/run/gantry/cri.sock")]
+    cri_socket: PathBuf,
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    containerd_address: PathBuf,
+    #[arg(long, default_value = "gantry")]
+    containerd_namespace: String,
+    #[arg(long, default_value = "/var/lib/containerd")]
+    containerd_root: PathBuf,
+    #[arg(long, default_value = "/etc/gantry/certs.d")]
+    registry_config_path: PathBuf,
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    cni_bin_dirs: Vec<PathBuf>,
+    /// The embedded CRI's volatile state.
+    #[arg(long, default_value = "/run/gantry/cri")]
+    cri_state_dir: PathBuf,
+    #[arg(long)]
+    runc_root: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    stream_address: std::net::SocketAddr,
+    #[arg(long, default_value = "registry.k8s.io/pause:3.9")]
+    pod_infra_image: String,
 }
 
 impl NodeArgs {
@@ -154,30 +212,96 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let code = match cli.command {
-        Command::Node(args) => run_node(&args),
+        Command::Node(args) => run_node(args),
         Command::Cri(args) => run_cri(args.into_config()),
     };
     std::process::exit(code);
 }
 
-/// Validates the node's configuration; joining the cluster comes with the rest of
-/// issue 4, so for now a valid configuration still ends with an error saying so.
-fn run_node(args: &NodeArgs) -> i32 {
+/// Validates the configuration, then runs the node until SIGTERM or SIGINT.
+fn run_node(args: NodeArgs) -> i32 {
     let overrides = args.overrides();
     let loaded = match &args.config {
         Some(path) => config::KubeletConfiguration::load(path, &overrides),
         None => config::KubeletConfiguration::from_flags(&overrides),
     };
-    match loaded {
-        Ok(_) => {
-            eprintln!("gantry: the node configuration is valid, but joining a cluster (`gantry node`) is not available in this build yet");
-            2
-        }
+    let config = match loaded {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("gantry: {e}");
-            1
+            return 1;
         }
-    }
+    };
+    let node_name = args
+        .hostname_override
+        .clone()
+        .unwrap_or_else(host_name)
+        .to_lowercase();
+    let node_ip = match args.node_ip.clone().or_else(|| {
+        (config.address != "0.0.0.0" && config.address != "::").then(|| config.address.clone())
+    }) {
+        Some(ip) if ip.parse::<std::net::IpAddr>().is_ok() => ip,
+        Some(ip) => {
+            eprintln!("gantry: --node-ip {ip:?} is not an IP address");
+            return 1;
+        }
+        None => {
+            eprintln!("gantry: give the node's address with --node-ip (or a specific `address` in the configuration)");
+            return 1;
+        }
+    };
+    let c = args.cri;
+    let cri = CriConfig {
+        listen: c.cri_socket,
+        containerd_address: c.containerd_address,
+        namespace: c.containerd_namespace,
+        containerd_root: c.containerd_root,
+        snapshotter: "overlayfs".to_string(),
+        registry_config_path: Some(c.registry_config_path),
+        cni_conf_dir: c.cni_conf_dir,
+        cni_bin_dirs: c.cni_bin_dirs,
+        state_dir: c.cri_state_dir,
+        root_dir: args.root_dir.join("cri"),
+        runc_root: c.runc_root,
+        default_cgroup_parent: format!("{}/gantry-cri", config.cgroup_root.trim_end_matches('/')),
+        stream_address: c.stream_address,
+        infra_image: c.pod_infra_image,
+    };
+    let opts = agent::Options {
+        config,
+        node_name,
+        node_ip,
+        kubeconfig: args.kubeconfig,
+        bootstrap_kubeconfig: args.bootstrap_kubeconfig,
+        cert_dir: args.cert_dir,
+        root_dir: args.root_dir,
+        cri,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gantry: start the async runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async {
+        match agent::run(opts, shutdown_signal()).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "node agent failed");
+                1
+            }
+        }
+    })
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
 }
 
 fn run_cri(config: CriConfig) -> i32 {

@@ -40,3 +40,7 @@ pub fn pod_log_dir(pod_logs_dir: &str, namespace: &str, name: &str, uid: &str) -
 pub fn container_log_path(container: &str, restart_count: u32) -> String {
     format!("{container}/{restart_count}.log")
 }
+
+/// Gantry's label naming the node whose agent made a sandbox or container: two agents
+/// sharing one runtime (tests do that) never take each other's pods for orphans.
+pub const NODE: &str = "io.gantry.node";

@@ -12,3 +12,8 @@ pub mod spec;
 pub mod status;
 
 pub use runtime::Cri;
+pub mod backoff;
+pub mod cluster;
+pub mod manager;
+pub mod runtime_state;
+pub mod worker;

@@ -15,8 +15,27 @@ use tower::{BoxError, ServiceExt};
 pub type CriService = BoxCloneSyncService<
     http::Request<tonic::body::Body>,
     http::Response<tonic::body::Body>,
-    BoxError,
+    TransportError,
 >;
+
+/// A transport failure (the socket is gone, the runtime restarted). A concrete type
+/// rather than a boxed trait object: futures holding `Box<dyn Error>` as an associated
+/// error type trip rustc's higher-ranked `Send` inference in spawned tasks. The cause
+/// stays reachable through `source()`, where tonic looks for it to pick the gRPC code.
+#[derive(Debug)]
+pub struct TransportError(BoxError);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
 
 /// Kubelets exchange large ListContainers answers; allow what they do.
 const MAX_MESSAGE: usize = 16 << 20;
@@ -61,7 +80,7 @@ impl Cri {
                     ))
                 }
             }));
-        let service = BoxCloneSyncService::new(channel.map_err(BoxError::from));
+        let service = BoxCloneSyncService::new(channel.map_err(|e| TransportError(e.into())));
         Ok(Cri::over(service.clone(), service, endpoint))
     }
 
@@ -88,8 +107,8 @@ impl Cri {
         I::Future: Send + 'static,
     {
         Cri::over(
-            BoxCloneSyncService::new(runtime.map_err(BoxError::from)),
-            BoxCloneSyncService::new(images.map_err(BoxError::from)),
+            BoxCloneSyncService::new(runtime.map_err(|e| TransportError(e.into()))),
+            BoxCloneSyncService::new(images.map_err(|e| TransportError(e.into()))),
             "embedded",
         )
     }

@@ -68,6 +68,8 @@ pub struct WorkerFacts {
     pub host_ips: Vec<String>,
     /// The pod's QoS class.
     pub qos_class: String,
+    /// The runtime's name, the prefix of container IDs (`containerd://<id>`).
+    pub runtime_name: String,
 }
 
 /// The status to post for `pod` given the runtime's view and the worker's facts. The

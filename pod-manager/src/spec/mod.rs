@@ -25,6 +25,12 @@ pub struct NodeContext {
     pub pod_logs_dir: String,
     /// The cgroup parent of this pod's sandbox ("" lets the runtime choose).
     pub cgroup_parent: String,
+    /// Node allocatable CPU (millicores) and memory (bytes): resourceFieldRef values
+    /// of containers without limits.
+    pub allocatable_cpu_millis: i64,
+    pub allocatable_memory: i64,
+    /// The node's memory capacity (bytes), for Burstable oom_score_adj.
+    pub memory_capacity: i64,
 }
 
 /// The host's resolv.conf, parsed.

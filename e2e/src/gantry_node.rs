@@ -1,0 +1,198 @@
+//! `gantry node` joining the bed by TLS bootstrap, on Gantry's embedded CRI (its own
+//! CNI network and containerd namespace) or on containerd's CRI plugin (the bed's CNI
+//! network for containerd). Configured like the reference node, so both are held to
+//! the same checks and compared by the benchmarks.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use crate::bed::{free_port, Bed};
+use crate::host;
+use crate::network::{self, NodeNetwork, CLUSTER_DNS_IP};
+use crate::paths::{self, CNI_BIN_DIR};
+use crate::process::Recorded;
+use crate::wait;
+
+/// The runtime under `gantry node`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeRuntime {
+    /// Gantry's CRI in the same process (the default of `gantry node`).
+    Embedded,
+    /// containerd's CRI plugin, through --container-runtime-endpoint.
+    Containerd,
+}
+
+#[derive(Clone, Debug)]
+pub struct GantryNode {
+    pub name: String,
+    pub dir: PathBuf,
+    pub process: Recorded,
+    pub network: NodeNetwork,
+    pub runtime: NodeRuntime,
+    /// The CRI socket crictl can use (the embedded CRI's, or containerd's).
+    pub cri_socket: PathBuf,
+    pub cgroup_root: String,
+    /// The kubelet API port (on the node address).
+    pub port: u16,
+    /// The plain-HTTP healthz port on 127.0.0.1.
+    pub healthz_port: u16,
+    args: Vec<std::ffi::OsString>,
+    restarts: u32,
+}
+
+pub fn start(bed: &mut Bed, name: &str, runtime: NodeRuntime) -> Result<GantryNode> {
+    let dir = bed.dir().join("nodes").join(name);
+    fs::create_dir_all(&dir)?;
+    let conf_dir = match runtime {
+        NodeRuntime::Embedded => dir.join("net.d"),
+        NodeRuntime::Containerd => bed.containerd.cni_conf_dir.clone(),
+    };
+    let net = network::create_node_network(&mut bed.state, name, &conf_dir)?;
+    let cgroup_root = format!("gantry-e2e-{}-{name}", bed.state.name);
+    bed.state.cgroup_roots.push(cgroup_root.clone());
+    bed.state.nodes.push(name.to_string());
+    bed.state.save()?;
+    host::create_cgroup_root(&cgroup_root)?;
+
+    let (port, healthz_port) = (free_port()?, free_port()?);
+    let ctd = bed.containerd.clone();
+    let cri_socket = match runtime {
+        NodeRuntime::Embedded => dir.join("cri.sock"),
+        NodeRuntime::Containerd => ctd.socket.clone(),
+    };
+    let mut config = json!({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "failCgroupV1": false,
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": format!("/{cgroup_root}"),
+        "address": net.gateway,
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz_port,
+        "authentication": {
+            "anonymous": { "enabled": false },
+            "webhook": { "enabled": true },
+            "x509": { "clientCAFile": bed.control_plane.pki.ca.cert },
+        },
+        "authorization": { "mode": "Webhook" },
+        "clusterDomain": "cluster.local",
+        "clusterDNS": [CLUSTER_DNS_IP],
+        "podLogsDir": dir.join("pod-logs"),
+        "rotateCertificates": true,
+        "failSwapOn": false,
+        "resolvConf": "/etc/resolv.conf",
+        "staticPodPath": dir.join("manifests"),
+    });
+    if runtime == NodeRuntime::Containerd {
+        config["containerRuntimeEndpoint"] = json!(format!("unix://{}", ctd.socket.display()));
+    }
+    fs::create_dir_all(dir.join("manifests"))?;
+    let config_path = dir.join("kubelet-config.json");
+    fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
+
+    let mut cmd = Command::new(paths::gantry_bin()?);
+    cmd.arg("node")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--bootstrap-kubeconfig")
+        .arg(&bed.control_plane.bootstrap_kubeconfig)
+        .arg("--kubeconfig")
+        .arg(dir.join("kubelet.kubeconfig"))
+        .arg("--cert-dir")
+        .arg(dir.join("pki"))
+        .arg("--root-dir")
+        .arg(dir.join("root"))
+        .args(["--hostname-override", name, "--node-ip", &net.gateway])
+        // The embedded CRI (unused on containerd's CRI plugin).
+        .arg("--cri-socket")
+        .arg(dir.join("cri.sock"))
+        .arg("--cri-state-dir")
+        .arg(dir.join("cri-state"))
+        .arg("--containerd-address")
+        .arg(&ctd.socket)
+        .arg("--containerd-root")
+        .arg(&ctd.root)
+        .arg("--containerd-namespace")
+        .arg(format!("gantry-{name}"))
+        .arg("--registry-config-path")
+        .arg(&ctd.certs_dir)
+        .arg("--cni-conf-dir")
+        .arg(&conf_dir)
+        .args(["--cni-bin-dir", CNI_BIN_DIR])
+        .arg("--runc-root")
+        .arg(ctd.runc_root())
+        .env("RUST_LOG", "info");
+    let args = cmd.get_args().map(|a| a.to_os_string()).collect();
+    let process = bed.state.spawn(&format!("gantry-node-{name}"), cmd)?;
+    let node = GantryNode {
+        name: name.to_string(),
+        dir,
+        process,
+        network: net,
+        runtime,
+        cri_socket,
+        cgroup_root,
+        port,
+        healthz_port,
+        args,
+        restarts: 0,
+    };
+    node.wait_ready(bed)?;
+    Ok(node)
+}
+
+impl GantryNode {
+    fn wait_ready(&self, bed: &Bed) -> Result<()> {
+        let kubectl = bed.kubectl()?;
+        wait::until(
+            &format!("node {} to be Ready", self.name),
+            Duration::from_secs(180),
+            || {
+                self.process.ensure_alive()?;
+                match kubectl.node_condition(&self.name, "Ready")? {
+                    Some((status, _)) if status == "True" => Ok(Some(())),
+                    Some((status, why)) => bail!("Ready={status} ({why})"),
+                    None => bail!("node {} is not registered yet", self.name),
+                }
+            },
+        )
+    }
+
+    /// crictl pointed at the node's runtime, as a user runs it.
+    pub fn crictl(&self) -> Result<Command> {
+        let endpoint = format!("unix://{}", self.cri_socket.display());
+        let mut cmd = Command::new(paths::tool("crictl")?);
+        cmd.args([
+            "--runtime-endpoint",
+            &endpoint,
+            "--image-endpoint",
+            &endpoint,
+        ])
+        .args(["--timeout", "60s"]);
+        Ok(cmd)
+    }
+
+    /// Kills `gantry node` with `signal` and starts it again with the same arguments,
+    /// as systemd would; waits until the node is Ready.
+    pub fn restart(&mut self, bed: &mut Bed, signal: i32) -> Result<()> {
+        if self.process.is_alive() {
+            crate::process::signal(self.process.pid, signal);
+        }
+        self.process.stop(Duration::from_secs(10));
+        self.restarts += 1;
+        let mut cmd = Command::new(paths::gantry_bin()?);
+        cmd.args(&self.args).env("RUST_LOG", "info");
+        self.process = bed.state.spawn(
+            &format!("gantry-node-{}-restart{}", self.name, self.restarts),
+            cmd,
+        )?;
+        self.wait_ready(bed)
+    }
+}

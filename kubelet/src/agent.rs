@@ -1,0 +1,172 @@
+//! `gantry node`: starts the runtime, gets credentials, registers the Node and runs
+//! its pods until SIGTERM. Stopping the agent leaves every pod running; the next start
+//! adopts them (pod workers read the runtime's state afresh).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use gantry_cri::api;
+use gantry_cri::server::Stop;
+use gantry_cri::CriConfig;
+use gantry_pod_manager::manager::PodManager;
+use gantry_pod_manager::spec::{HostDns, NodeContext};
+
+use crate::bootstrap::{self, Credentials};
+use crate::cluster::ApiCluster;
+use crate::config::{parse_duration, KubeletConfiguration};
+use crate::events::Recorder;
+use crate::machine::Machine;
+use crate::node::{NodeAgent, NodeSpec};
+use crate::{pod_source, runtime};
+
+pub struct Options {
+    pub config: KubeletConfiguration,
+    pub node_name: String,
+    pub node_ip: String,
+    pub kubeconfig: PathBuf,
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    pub cert_dir: PathBuf,
+    pub root_dir: PathBuf,
+    /// The embedded CRI's settings (used when no runtime endpoint is configured).
+    pub cri: CriConfig,
+}
+
+pub async fn run(
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let stop = Stop::new(shutdown);
+    let config = &opts.config;
+    let cri = if config.container_runtime_endpoint.is_empty() {
+        runtime::embedded(&opts.cri, stop.clone()).await?
+    } else {
+        runtime::remote(&config.container_runtime_endpoint)?
+    };
+    let runtime_name = runtime_name(&cri).await;
+    tracing::info!(runtime = %cri.endpoint, name = %runtime_name, "container runtime");
+
+    let creds = Credentials {
+        node_name: opts.node_name.clone(),
+        kubeconfig: opts.kubeconfig.clone(),
+        bootstrap_kubeconfig: opts.bootstrap_kubeconfig.clone(),
+        cert_dir: opts.cert_dir.clone(),
+    };
+    let client = bootstrap::client(&creds).await?;
+    if config.rotate_certificates {
+        tokio::spawn(bootstrap::rotate_forever(creds.clone(), client.clone()));
+    }
+    let (events, post_events) = Recorder::new(client.clone(), &opts.node_name);
+    tokio::spawn(post_events);
+
+    std::fs::create_dir_all(&opts.root_dir)
+        .with_context(|| format!("create root dir {}", opts.root_dir.display()))?;
+    let agent = NodeAgent {
+        spec: NodeSpec {
+            name: opts.node_name.clone(),
+            ip: opts.node_ip.clone(),
+            port: config.port,
+            max_pods: config.max_pods,
+            provider_id: config.provider_id.clone(),
+            lease_duration_seconds: config.node_lease_duration_seconds,
+            update_every: parse_duration(&config.node_status_update_frequency)
+                .unwrap_or(std::time::Duration::from_secs(10)),
+            report_every: parse_duration(&config.node_status_report_frequency)
+                .unwrap_or(std::time::Duration::from_secs(300)),
+        },
+        client: client.clone(),
+        cri: cri.clone(),
+        machine: Machine::read(&opts.root_dir),
+        events: events.clone(),
+    };
+    agent.register().await?;
+    events.node_event("Normal", "Starting", "Starting kubelet.");
+    let machine = agent.machine.clone();
+    tokio::spawn(async move { agent.run().await });
+
+    let cluster = ApiCluster::new(client.clone(), events.clone());
+    tokio::spawn(cluster.clone().post_statuses());
+    let node = NodeContext {
+        node_name: opts.node_name.clone(),
+        node_ips: vec![opts.node_ip.clone()],
+        cluster_dns: config.cluster_dns.clone(),
+        cluster_domain: config.cluster_domain.clone(),
+        host_dns: read_resolv_conf(&config.resolv_conf),
+        pod_logs_dir: config.pod_logs_dir.clone(),
+        cgroup_parent: format!("{}/kubepods", config.cgroup_root.trim_end_matches('/')),
+        allocatable_cpu_millis: machine.cpus as i64 * 1000,
+        allocatable_memory: machine.memory_bytes as i64,
+        memory_capacity: machine.memory_bytes as i64,
+    };
+    let manager = PodManager::new(cri.clone(), cluster, node, runtime_name);
+    tokio::spawn(manager.clone().watch_runtime());
+    tokio::spawn(pod_source::watch_api(
+        client.clone(),
+        opts.node_name.clone(),
+        manager.clone(),
+    ));
+
+    stop.wait().await;
+    tracing::info!("stopping; pods keep running");
+    Ok(())
+}
+
+/// The runtime's name, the prefix of container IDs in pod status (`containerd://`).
+async fn runtime_name(cri: &gantry_pod_manager::Cri) -> String {
+    for _ in 0..60 {
+        match cri
+            .runtime
+            .clone()
+            .version(api::VersionRequest::default())
+            .await
+        {
+            Ok(v) => return v.into_inner().runtime_name,
+            Err(e) => {
+                tracing::info!(error = %e.message(), "waiting for the container runtime");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+    "containerd".to_string()
+}
+
+/// The host's resolv.conf for dnsPolicy Default (missing file: no servers, as
+/// upstream with resolvConf "").
+fn read_resolv_conf(path: &str) -> HostDns {
+    let text = if path.is_empty() {
+        String::new()
+    } else {
+        std::fs::read_to_string(path).unwrap_or_default()
+    };
+    parse_resolv_conf(&text)
+}
+
+fn parse_resolv_conf(text: &str) -> HostDns {
+    let mut dns = HostDns::default();
+    for line in text.lines() {
+        let line = line.split(['#', ';']).next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => dns.servers.extend(words.next().map(str::to_string)),
+            // The last search line wins, as in the resolver.
+            Some("search") | Some("domain") => dns.searches = words.map(str::to_string).collect(),
+            Some("options") => dns.options.extend(words.map(str::to_string)),
+            _ => {}
+        }
+    }
+    dns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_is_parsed_like_the_resolver() {
+        let dns = parse_resolv_conf(
+            "# comment\nnameserver 10.0.0.1\nnameserver 10.0.0.2 # second\nsearch a.example b.example\nsearch c.example\noptions ndots:2 edns0\n",
+        );
+        assert_eq!(dns.servers, ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(dns.searches, ["c.example"]);
+        assert_eq!(dns.options, ["ndots:2", "edns0"]);
+    }
+}

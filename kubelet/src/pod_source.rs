@@ -1,0 +1,89 @@
+//! The API pod source: a watch on the pods bound to this node (field selector
+//! spec.nodeName), resuming after errors with a relist, as the upstream kubelet's
+//! reflector does. Mirror pods (the API's copies of static pods) are not run: their
+//! static pod is.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use gantry_pod_manager::cluster::Cluster;
+use gantry_pod_manager::manager::PodManager;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::Api;
+
+use crate::bootstrap::ClientHandle;
+
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+pub fn is_mirror(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+}
+
+/// Feeds the manager with the node's pods until the task is dropped.
+pub async fn watch_api<C: Cluster>(
+    client: ClientHandle,
+    node: String,
+    manager: Arc<PodManager<C>>,
+) {
+    let mut known: HashMap<String, Pod> = HashMap::new();
+    loop {
+        let pods: Api<Pod> = Api::all(client.get());
+        let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let mut stream = watcher::watcher(pods, config).boxed();
+        let mut listing: Option<HashMap<String, Pod>> = None;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Init) => listing = Some(HashMap::new()),
+                Ok(Event::InitApply(pod)) => {
+                    if let (Some(l), Some(uid)) = (listing.as_mut(), pod.metadata.uid.clone()) {
+                        l.insert(uid, pod);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let listed = listing.take().unwrap_or_default();
+                    // Pods deleted while the watch was down.
+                    for (uid, pod) in known.drain() {
+                        if !listed.contains_key(&uid) && !is_mirror(&pod) {
+                            manager.remove(pod);
+                        }
+                    }
+                    for pod in listed.values() {
+                        if !is_mirror(pod) {
+                            manager.update(pod.clone());
+                        }
+                    }
+                    known = listed;
+                    manager.sources_synced();
+                }
+                Ok(Event::Apply(pod)) => {
+                    if let Some(uid) = pod.metadata.uid.clone() {
+                        if !is_mirror(&pod) {
+                            manager.update(pod.clone());
+                        }
+                        known.insert(uid, pod);
+                    }
+                }
+                Ok(Event::Delete(pod)) => {
+                    if let Some(uid) = &pod.metadata.uid {
+                        known.remove(uid);
+                    }
+                    if !is_mirror(&pod) {
+                        manager.remove(pod);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch of the node's pods failed; resuming");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    // The watcher relists by itself on the next poll; a fresh client
+                    // picks up a rotated certificate.
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The pod manager: one worker task per pod (one sync in flight per pod), fed by the
+//! pod sources and woken by the runtime's container events or, where the runtime has
+//! none, by a relist of its containers every second (upstream's PLEG does the same).
+//! Sandboxes and containers of this node whose pod no source knows are orphans: once
+//! the sources have listed everything, they are killed and removed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gantry_cri::api;
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::{watch, Notify};
+use tokio_stream::StreamExt;
+
+use crate::cluster::Cluster;
+use crate::labels;
+use crate::spec::NodeContext;
+use crate::worker::{pod_name, Desired, Next, Worker};
+use crate::Cri;
+
+const RELIST_EVERY: Duration = Duration::from_secs(1);
+
+struct Handle {
+    desired: watch::Sender<Desired>,
+    wake: Arc<Notify>,
+}
+
+pub struct PodManager<C: Cluster> {
+    cri: Cri,
+    cluster: Arc<C>,
+    node: Arc<NodeContext>,
+    runtime_name: String,
+    workers: Mutex<HashMap<String, Handle>>,
+    /// Pods whose worker finished (terminated and removed): later updates of the same
+    /// UID (the API object's last changes before it goes) start nothing.
+    finished: Mutex<HashSet<String>>,
+    /// Set once the sources have delivered their first full list.
+    sources_synced: watch::Sender<bool>,
+}
+
+impl<C: Cluster> PodManager<C> {
+    pub fn new(cri: Cri, cluster: Arc<C>, node: NodeContext, runtime_name: String) -> Arc<Self> {
+        Arc::new(PodManager {
+            cri,
+            cluster,
+            node: Arc::new(node),
+            runtime_name,
+            workers: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashSet::new()),
+            sources_synced: watch::channel(false).0,
+        })
+    }
+
+    /// A pod was added or changed in a source.
+    pub fn update(self: &Arc<Self>, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        if lock(&self.finished).contains(&uid) {
+            return;
+        }
+        let mut workers = lock(&self.workers);
+        if let Some(h) = workers.get(&uid) {
+            // A Gone pod stays gone.
+            if !matches!(&*h.desired.borrow(), Desired::Gone(_)) {
+                let _ = h.desired.send(Desired::Pod(Box::new(pod)));
+            }
+            return;
+        }
+        // A finished pod that is not being deleted needs no worker... unless the
+        // runtime still has something of it; the worker finds out.
+        self.spawn(&mut workers, uid, Desired::Pod(Box::new(pod)));
+    }
+
+    /// A pod is gone from its source without waiting for the node (force deletion, or
+    /// its API object was removed): kill what is left and clean up.
+    pub fn remove(self: &Arc<Self>, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        let mut workers = lock(&self.workers);
+        if let Some(h) = workers.get(&uid) {
+            let _ = h.desired.send(Desired::Gone(Box::new(pod)));
+        } else if !lock(&self.finished).remove(&uid) {
+            self.spawn(&mut workers, uid, Desired::Gone(Box::new(pod)));
+        }
+    }
+
+    /// The sources have listed every pod: from now on, runtime objects of unknown pods
+    /// are orphans.
+    pub fn sources_synced(&self) {
+        self.sources_synced.send_replace(true);
+    }
+
+    /// The pods the node runs (for the kubelet API's /pods).
+    pub fn pods(&self) -> Vec<Pod> {
+        lock(&self.workers)
+            .values()
+            .map(|h| h.desired.borrow().pod().clone())
+            .collect()
+    }
+
+    fn spawn(
+        self: &Arc<Self>,
+        workers: &mut HashMap<String, Handle>,
+        uid: String,
+        desired: Desired,
+    ) {
+        let (tx, mut rx) = watch::channel(desired);
+        let wake = Arc::new(Notify::new());
+        workers.insert(
+            uid.clone(),
+            Handle {
+                desired: tx,
+                wake: wake.clone(),
+            },
+        );
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut worker = Worker::new(
+                uid.clone(),
+                this.cri.clone(),
+                this.cluster.clone(),
+                this.node.clone(),
+                this.runtime_name.clone(),
+            );
+            loop {
+                let desired = rx.borrow_and_update().clone();
+                let span = tracing::info_span!("pod", pod = %pod_name(desired.pod()), uid = %uid);
+                let next = tracing::Instrument::instrument(worker.sync(&desired), span).await;
+                let sleep = match next {
+                    Next::Done => break,
+                    Next::Idle => Duration::from_secs(3600),
+                    Next::After(d) => d,
+                };
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { break },
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                }
+            }
+            lock(&this.finished).insert(uid.clone());
+            lock(&this.workers).remove(&uid);
+        });
+    }
+
+    fn wake(&self, uid: &str) {
+        if let Some(h) = lock(&self.workers).get(uid) {
+            h.wake.notify_one();
+        }
+    }
+
+    /// Wakes workers when their pod's containers or sandboxes change state, from the
+    /// runtime's event stream when it has one, and from a relist every second always
+    /// (events can be missed across a runtime restart). Runs forever.
+    pub async fn watch_runtime(self: Arc<Self>) {
+        let events = self.clone();
+        tokio::spawn(async move { events.follow_events().await });
+        let mut last: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
+        let mut tick = tokio::time::interval(RELIST_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(now) = self.relist().await else {
+                continue;
+            };
+            for (uid, states) in &now {
+                if last.get(uid) != Some(states) {
+                    self.wake(uid);
+                }
+            }
+            if *self.sources_synced.borrow() {
+                self.collect_orphans(&now).await;
+            }
+            last = now;
+        }
+    }
+
+    /// Pod UID → (object id, state) of its sandboxes and containers on this node.
+    async fn relist(&self) -> Result<BTreeMap<String, Vec<(String, i32)>>, tonic::Status> {
+        let mine = HashMap::from([(labels::NODE.to_string(), self.node.node_name.clone())]);
+        let mut rt = self.cri.runtime.clone();
+        let sandboxes = rt
+            .list_pod_sandbox(api::ListPodSandboxRequest {
+                filter: Some(api::PodSandboxFilter {
+                    label_selector: mine.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .items;
+        let containers = rt
+            .list_containers(api::ListContainersRequest {
+                filter: Some(api::ContainerFilter {
+                    label_selector: mine,
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers;
+        let mut out: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
+        for s in sandboxes {
+            if let Some(uid) = s.labels.get(labels::POD_UID) {
+                out.entry(uid.clone()).or_default().push((s.id, s.state));
+            }
+        }
+        for c in containers {
+            if let Some(uid) = c.labels.get(labels::POD_UID) {
+                out.entry(uid.clone()).or_default().push((c.id, c.state));
+            }
+        }
+        for v in out.values_mut() {
+            v.sort();
+        }
+        Ok(out)
+    }
+
+    /// Pods in the runtime that no source knows: a worker told they are Gone.
+    async fn collect_orphans(self: &Arc<Self>, seen: &BTreeMap<String, Vec<(String, i32)>>) {
+        let unknown: Vec<String> = {
+            let workers = lock(&self.workers);
+            seen.keys()
+                .filter(|uid| !workers.contains_key(*uid))
+                .cloned()
+                .collect()
+        };
+        for uid in unknown {
+            let labels = self.labels_of(&uid).await;
+            let mut pod = Pod::default();
+            pod.metadata.uid = Some(uid.clone());
+            pod.metadata.name = labels.get(labels::POD_NAME).cloned();
+            pod.metadata.namespace = labels.get(labels::POD_NAMESPACE).cloned();
+            pod.spec = Some(Default::default());
+            tracing::info!(pod = %pod_name(&pod), uid = %uid, "no source has this pod: removing what the runtime has of it");
+            lock(&self.finished).remove(&uid);
+            let mut workers = lock(&self.workers);
+            if !workers.contains_key(&uid) {
+                self.spawn(&mut workers, uid, Desired::Gone(Box::new(pod)));
+            }
+        }
+    }
+
+    async fn labels_of(&self, uid: &str) -> HashMap<String, String> {
+        let filter = HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]);
+        self.cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(api::ListPodSandboxRequest {
+                filter: Some(api::PodSandboxFilter {
+                    label_selector: filter,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().items.into_iter().next())
+            .map(|s| s.labels)
+            .unwrap_or_default()
+    }
+
+    /// Follows the runtime's container events (CRI GetContainerEvents), waking the
+    /// pod's worker on each. Runtimes without them (containerd 1.6) answer
+    /// Unimplemented: the relist alone then notices changes.
+    async fn follow_events(self: Arc<Self>) {
+        loop {
+            let stream = self
+                .cri
+                .runtime
+                .clone()
+                .get_container_events(api::GetEventsRequest {})
+                .await;
+            match stream {
+                Ok(s) => {
+                    let mut s = s.into_inner();
+                    while let Some(Ok(ev)) = s.next().await {
+                        if let Some(uid) = ev
+                            .pod_sandbox_status
+                            .as_ref()
+                            .and_then(|p| p.metadata.as_ref())
+                            .map(|m| m.uid.clone())
+                        {
+                            self.wake(&uid);
+                        }
+                    }
+                }
+                Err(e) if e.code() == tonic::Code::Unimplemented => {
+                    tracing::info!("the runtime has no container events; relisting every second");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e.message(), "container events"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

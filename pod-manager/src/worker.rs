@@ -1,0 +1,898 @@
+//! One pod's worker: compares the desired pod with what the runtime has and takes the
+//! next steps (upstream's SyncPod / computePodActions), then reports the status.
+//!
+//! A sync reads the runtime's state afresh, so a restarted agent adopts running pods
+//! as they are: nothing is restarted that is running.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gantry_cri::api;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::backoff::Backoff;
+use crate::cluster::Cluster;
+use crate::labels;
+use crate::runtime_state::PodRuntime;
+use crate::spec::{self, NodeContext};
+use crate::status::{self, ContainerState, ContainerView, WorkerFacts};
+use crate::Cri;
+
+/// What the worker does next.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    /// Sync again after this long, or sooner on a change.
+    After(Duration),
+    /// Nothing to do until something changes.
+    Idle,
+    /// The pod is gone from the node: the worker ends.
+    Done,
+}
+
+/// How often a quiet pod is synced anyway (upstream: syncFrequency, 1 min; shorter
+/// here because container exits on runtimes without CRI events are seen by the
+/// manager's relist, which wakes the worker, and this is only the safety net).
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// The desired state of a pod as its sources say.
+#[derive(Clone, Debug)]
+pub enum Desired {
+    /// Run it (or, with a deletionTimestamp, terminate it gracefully).
+    Pod(Box<Pod>),
+    /// Removed from every source without graceful termination (force-deleted, or
+    /// found in the runtime with no source): kill with the given grace and clean up.
+    Gone(Box<Pod>),
+}
+
+impl Desired {
+    pub fn pod(&self) -> &Pod {
+        match self {
+            Desired::Pod(p) | Desired::Gone(p) => p,
+        }
+    }
+}
+
+pub struct Worker<C> {
+    pub uid: String,
+    pub cri: Cri,
+    pub cluster: Arc<C>,
+    pub node: Arc<NodeContext>,
+    /// The runtime's name for container IDs (`containerd://<id>`).
+    pub runtime_name: String,
+    restarts: Backoff,
+    pulls: Backoff,
+    /// Why a container is not running, when the worker knows better than the runtime.
+    waiting: BTreeMap<String, (String, String)>,
+    start_time: Option<Time>,
+}
+
+enum Kind {
+    Init,
+    Sidecar,
+    App,
+}
+
+impl<C: Cluster> Worker<C> {
+    pub fn new(
+        uid: String,
+        cri: Cri,
+        cluster: Arc<C>,
+        node: Arc<NodeContext>,
+        runtime_name: String,
+    ) -> Self {
+        Worker {
+            uid,
+            cri,
+            cluster,
+            node,
+            runtime_name,
+            restarts: Backoff::default(),
+            pulls: Backoff::default(),
+            waiting: BTreeMap::new(),
+            start_time: None,
+        }
+    }
+
+    /// One pass: act toward `desired`, report, and say when to come back.
+    pub async fn sync(&mut self, desired: &Desired) -> Next {
+        let pod = desired.pod();
+        let rt = match PodRuntime::read(&self.cri, &self.uid, &self.node.node_name).await {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::warn!(pod = %pod_name(pod), error = %e.message(), "read the pod's runtime state");
+                return Next::After(Duration::from_secs(2));
+            }
+        };
+        let deleting =
+            matches!(desired, Desired::Gone(_)) || pod.metadata.deletion_timestamp.is_some();
+        if deleting {
+            return self.terminate(desired, &rt).await;
+        }
+        if self.start_time.is_none() {
+            self.start_time = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.clone())
+                .or_else(|| Some(now()));
+        }
+        if is_terminal(pod) {
+            // Upstream stops the sandbox of a finished pod (its IP goes back to the
+            // pool) and keeps the containers for their logs until the pod is deleted.
+            self.stop_sandboxes(&rt).await;
+            return Next::Idle;
+        }
+        let next = self.advance(pod, &rt).await;
+        // Report what the runtime has now.
+        let rt = match PodRuntime::read(&self.cri, &self.uid, &self.node.node_name).await {
+            Ok(rt) => rt,
+            Err(_) => rt,
+        };
+        let status = self.status(pod, &rt);
+        let terminal = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+        self.cluster.report_status(pod, status);
+        if terminal {
+            self.stop_sandboxes(&rt).await;
+            return Next::Idle;
+        }
+        next
+    }
+
+    fn status(&self, pod: &Pod, rt: &PodRuntime) -> k8s_openapi::api::core::v1::PodStatus {
+        let mut facts = WorkerFacts {
+            waiting: self.waiting.clone(),
+            start_time: self.start_time.clone(),
+            host_ips: self.node.node_ips.clone(),
+            qos_class: spec::qos_class(pod).to_string(),
+            runtime_name: self.runtime_name.clone(),
+            ..Default::default()
+        };
+        // No probes yet (issue 6): a running container is ready.
+        for c in &rt.containers {
+            facts
+                .ready
+                .entry(c.name.clone())
+                .or_insert(c.state == ContainerState::Running);
+        }
+        status::pod_status(pod, &rt.view(), &facts, &now())
+    }
+
+    /// Sandbox, then init containers in order, then app containers. Returns when to
+    /// come back.
+    async fn advance(&mut self, pod: &Pod, rt: &PodRuntime) -> Next {
+        let Some(spec) = &pod.spec else {
+            return Next::Idle;
+        };
+        let sandbox = match rt.ready_sandbox() {
+            Some(s) => s.clone(),
+            None => match self.new_sandbox(pod, rt).await {
+                Ok(s) => s,
+                Err(retry) => return retry,
+            },
+        };
+        let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        let mut soonest: Option<Duration> = None;
+        let mut earlier = |d: Option<Duration>| {
+            if let Some(d) = d {
+                soonest = Some(soonest.map_or(d, |s: Duration| s.min(d)));
+            }
+        };
+
+        // Init containers, one at a time; sidecars (restartPolicy Always) start in
+        // order and keep running, and the next init container starts once they run.
+        for c in spec.init_containers.iter().flatten() {
+            let sidecar = c.restart_policy.as_deref() == Some("Always");
+            let latest = rt.latest(&c.name).cloned();
+            match latest.as_ref().map(|l| l.state) {
+                Some(ContainerState::Running) => {
+                    self.waiting.remove(&c.name);
+                    if sidecar {
+                        continue;
+                    }
+                    return Next::After(RESYNC);
+                }
+                Some(ContainerState::Exited) if !sidecar => {
+                    let l = latest.as_ref().expect("matched Some");
+                    if l.exit_code == 0 {
+                        continue;
+                    }
+                    if restart_policy == "Never" {
+                        // The pod failed; status computation says so.
+                        return Next::Idle;
+                    }
+                    earlier(self.restart(pod, c, Kind::Init, &sandbox, l).await);
+                    return Next::After(soonest.unwrap_or(RESYNC));
+                }
+                Some(ContainerState::Exited) => {
+                    let l = latest.as_ref().expect("matched Some");
+                    earlier(self.restart(pod, c, Kind::Sidecar, &sandbox, l).await);
+                    return Next::After(soonest.unwrap_or(RESYNC));
+                }
+                Some(ContainerState::Created) | Some(ContainerState::Unknown) => {
+                    // Made but never started (a crash between create and start).
+                    let l = latest.as_ref().expect("matched Some");
+                    self.start_created(pod, c, &l.id).await;
+                    return Next::After(Duration::from_secs(1));
+                }
+                None => {
+                    let kind = if sidecar { Kind::Sidecar } else { Kind::Init };
+                    earlier(self.start_new(pod, c, kind, &sandbox, 0).await);
+                    if sidecar {
+                        continue;
+                    }
+                    return Next::After(soonest.unwrap_or(RESYNC));
+                }
+            }
+        }
+
+        for c in spec.containers.iter() {
+            let latest = rt.latest(&c.name).cloned();
+            match latest {
+                None => earlier(self.start_new(pod, c, Kind::App, &sandbox, 0).await),
+                Some(l) => match l.state {
+                    ContainerState::Running => {
+                        self.waiting.remove(&c.name);
+                    }
+                    ContainerState::Created | ContainerState::Unknown => {
+                        self.start_created(pod, c, &l.id).await;
+                    }
+                    ContainerState::Exited => {
+                        let again = match restart_policy {
+                            "Never" => false,
+                            "OnFailure" => l.exit_code != 0,
+                            _ => true,
+                        };
+                        if again {
+                            earlier(self.restart(pod, c, Kind::App, &sandbox, &l).await);
+                        }
+                    }
+                },
+            }
+        }
+        Next::After(soonest.unwrap_or(RESYNC))
+    }
+
+    /// A new sandbox for the pod: the old ones (dead) are stopped with their containers
+    /// first, as upstream does when "Pod sandbox changed, it will be killed and
+    /// re-created".
+    async fn new_sandbox(
+        &mut self,
+        pod: &Pod,
+        rt: &PodRuntime,
+    ) -> Result<crate::runtime_state::Sandbox, Next> {
+        if !rt.sandboxes.is_empty() {
+            self.cluster.event(
+                pod,
+                None,
+                "Normal",
+                "SandboxChanged",
+                "Pod sandbox changed, it will be killed and re-created.",
+            );
+            for c in rt
+                .containers
+                .iter()
+                .filter(|c| c.state == ContainerState::Running)
+            {
+                let _ = self.stop_container(&c.id, 0).await;
+            }
+            self.stop_sandboxes(rt).await;
+        }
+        let attempt = rt
+            .sandboxes
+            .iter()
+            .map(|s| s.attempt + 1)
+            .max()
+            .unwrap_or(0);
+        let mut config = spec::sandbox_config(pod, attempt, &self.node);
+        config
+            .labels
+            .insert(labels::NODE.to_string(), self.node.node_name.clone());
+        if let Err(e) = std::fs::create_dir_all(&config.log_directory) {
+            tracing::warn!(dir = %config.log_directory, error = %e, "create the pod's log directory");
+        }
+        let handler = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.runtime_class_name.clone())
+            .unwrap_or_default();
+        let created = self
+            .cri
+            .runtime
+            .clone()
+            .run_pod_sandbox(api::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: handler,
+            })
+            .await;
+        let id = match created {
+            Ok(r) => r.into_inner().pod_sandbox_id,
+            Err(e) => {
+                let msg = format!("Failed to create pod sandbox: {}", e.message());
+                tracing::warn!(pod = %pod_name(pod), "{msg}");
+                self.cluster
+                    .event(pod, None, "Warning", "FailedCreatePodSandBox", &msg);
+                return Err(Next::After(Duration::from_secs(5)));
+            }
+        };
+        let rt = PodRuntime::read(&self.cri, &self.uid, &self.node.node_name)
+            .await
+            .map_err(|_| Next::After(Duration::from_secs(1)))?;
+        rt.sandboxes
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+            .ok_or(Next::After(Duration::from_secs(1)))
+    }
+
+    /// An exited container that should run again: now, or after its back-off.
+    async fn restart(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        kind: Kind,
+        sandbox: &crate::runtime_state::Sandbox,
+        last: &ContainerView,
+    ) -> Option<Duration> {
+        let key = format!("{}/{}", c.name, spec::container_hash(c));
+        let finished = instant_of(last.finished_at);
+        // As upstream (KEP-4603): a container that ran for 10 minutes starts afresh.
+        if last.finished_at - last.started_at
+            >= crate::backoff::RESET_AFTER_RUNNING.as_nanos() as i64
+        {
+            self.restarts.reset(&key);
+        }
+        if let Some(left) = self.restarts.remaining(&key, Instant::now()) {
+            let window = self.restarts.window(&key).unwrap_or_default();
+            self.waiting.insert(
+                c.name.clone(),
+                (
+                    "CrashLoopBackOff".to_string(),
+                    format!(
+                        "back-off {} restarting failed container={} pod={}_{}({})",
+                        go_duration(window),
+                        c.name,
+                        pod.metadata.name.as_deref().unwrap_or(""),
+                        pod.metadata.namespace.as_deref().unwrap_or(""),
+                        self.uid
+                    ),
+                ),
+            );
+            self.cluster.event(
+                pod,
+                Some(field_path(pod, &c.name)),
+                "Warning",
+                "BackOff",
+                &format!(
+                    "Back-off restarting failed container {} in pod {}",
+                    c.name,
+                    pod_name(pod)
+                ),
+            );
+            return Some(left);
+        }
+        self.restarts.fail(&key, finished);
+        self.start_new(pod, c, kind, sandbox, last.attempt + 1)
+            .await
+    }
+
+    /// Pull (per policy), build the config, create and start a container. Returns when
+    /// to try again if it could not.
+    async fn start_new(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        kind: Kind,
+        sandbox: &crate::runtime_state::Sandbox,
+        restart_count: u32,
+    ) -> Option<Duration> {
+        let fp = field_path(pod, &c.name);
+        let image_ref = match self.ensure_image(pod, c, &fp).await {
+            Ok(r) => r,
+            Err(retry) => return Some(retry),
+        };
+        let refs = spec::referenced_sources(pod);
+        let sources = match self.cluster.env_sources(pod, &refs).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(pod = %pod_name(pod), error = %e, "read the pod's configMaps and secrets");
+                return Some(Duration::from_secs(2));
+            }
+        };
+        let inputs = spec::ContainerInputs {
+            image: image_ref,
+            restart_count,
+            pod_ips: sandbox.ips.clone(),
+            mounts: Vec::new(),
+        };
+        let mut config = match spec::container_config(pod, c, &self.node, &sources, &inputs) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("CreateContainerConfigError".to_string(), e.0.clone()),
+                );
+                self.cluster.event(
+                    pod,
+                    Some(fp),
+                    "Warning",
+                    "Failed",
+                    &format!("Error: {}", e.0),
+                );
+                return Some(Duration::from_secs(10));
+            }
+        };
+        config
+            .labels
+            .insert(labels::NODE.to_string(), self.node.node_name.clone());
+        config.labels.insert(
+            labels::CONTAINER_KIND.to_string(),
+            match kind {
+                Kind::Init => "init",
+                Kind::Sidecar => "sidecar",
+                Kind::App => "app",
+            }
+            .to_string(),
+        );
+        let sandbox_config = spec::sandbox_config(pod, sandbox.attempt, &self.node);
+        let created = self
+            .cri
+            .runtime
+            .clone()
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: sandbox.id.clone(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config),
+            })
+            .await;
+        let id = match created {
+            Ok(r) => r.into_inner().container_id,
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("CreateContainerError".to_string(), e.message().to_string()),
+                );
+                self.cluster.event(
+                    pod,
+                    Some(fp),
+                    "Warning",
+                    "Failed",
+                    &format!("Error: {}", e.message()),
+                );
+                return Some(Duration::from_secs(10));
+            }
+        };
+        self.cluster.event(
+            pod,
+            Some(fp.clone()),
+            "Normal",
+            "Created",
+            &format!("Created container: {}", c.name),
+        );
+        self.start_created(pod, c, &id).await;
+        None
+    }
+
+    async fn start_created(&mut self, pod: &Pod, c: &Container, id: &str) {
+        let fp = field_path(pod, &c.name);
+        match self
+            .cri
+            .runtime
+            .clone()
+            .start_container(api::StartContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+        {
+            Ok(_) => {
+                self.waiting.remove(&c.name);
+                self.cluster.event(
+                    pod,
+                    Some(fp),
+                    "Normal",
+                    "Started",
+                    &format!("Started container {}", c.name),
+                );
+            }
+            Err(e) => {
+                // The runtime records the failure on the container (StartError); the
+                // next sync sees it exited and applies the restart policy.
+                self.cluster.event(
+                    pod,
+                    Some(fp),
+                    "Warning",
+                    "Failed",
+                    &format!("Error: {}", e.message()),
+                );
+            }
+        }
+    }
+
+    /// The image for `c` per its pull policy; on failure the container waits with
+    /// ErrImagePull, then ImagePullBackOff while the back-off lasts.
+    async fn ensure_image(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        fp: &str,
+    ) -> Result<String, Duration> {
+        let image = c.image.clone().unwrap_or_default();
+        let policy = c
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| default_pull_policy(&image).to_string());
+        let spec = api::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        };
+        let present = match self
+            .cri
+            .images
+            .clone()
+            .image_status(api::ImageStatusRequest {
+                image: Some(spec.clone()),
+                verbose: false,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().image.map(|i| i.id),
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("ErrImageInspect".to_string(), e.message().to_string()),
+                );
+                return Err(Duration::from_secs(5));
+            }
+        };
+        if let Some(id) = present.filter(|_| policy != "Always") {
+            if !self.waiting.contains_key(&c.name) || policy == "IfNotPresent" {
+                self.cluster.event(
+                    pod,
+                    Some(fp.to_string()),
+                    "Normal",
+                    "Pulled",
+                    &format!("Container image \"{image}\" already present on machine"),
+                );
+            }
+            return Ok(id);
+        }
+        if policy == "Never" {
+            let msg =
+                format!("Container image \"{image}\" is not present with pull policy of Never");
+            self.waiting.insert(
+                c.name.clone(),
+                ("ErrImageNeverPull".to_string(), msg.clone()),
+            );
+            self.cluster.event(
+                pod,
+                Some(fp.to_string()),
+                "Warning",
+                "ErrImageNeverPull",
+                &msg,
+            );
+            return Err(Duration::from_secs(10));
+        }
+        let key = format!("{}/{image}", self.uid);
+        if let Some(left) = self.pulls.remaining(&key, Instant::now()) {
+            self.waiting.insert(
+                c.name.clone(),
+                (
+                    "ImagePullBackOff".to_string(),
+                    format!("Back-off pulling image \"{image}\""),
+                ),
+            );
+            self.cluster.event(
+                pod,
+                Some(fp.to_string()),
+                "Normal",
+                "BackOff",
+                &format!("Back-off pulling image \"{image}\""),
+            );
+            self.cluster.event(
+                pod,
+                Some(fp.to_string()),
+                "Warning",
+                "Failed",
+                "Error: ImagePullBackOff",
+            );
+            return Err(left);
+        }
+        self.cluster.event(
+            pod,
+            Some(fp.to_string()),
+            "Normal",
+            "Pulling",
+            &format!("Pulling image \"{image}\""),
+        );
+        let started = Instant::now();
+        let auths = self.cluster.pull_credentials(pod, &image).await;
+        let mut result = Err(tonic::Status::unknown("no attempt"));
+        for auth in auths.into_iter().map(Some).chain(std::iter::once(None)) {
+            result = self
+                .cri
+                .images
+                .clone()
+                .pull_image(api::PullImageRequest {
+                    image: Some(spec.clone()),
+                    auth,
+                    sandbox_config: None,
+                })
+                .await;
+            if result.is_ok() {
+                break;
+            }
+        }
+        match result {
+            Ok(r) => {
+                self.pulls.reset(&key);
+                let reference = r.into_inner().image_ref;
+                let took = started.elapsed();
+                self.cluster.event(
+                    pod,
+                    Some(fp.to_string()),
+                    "Normal",
+                    "Pulled",
+                    &format!(
+                        "Successfully pulled image \"{image}\" in {} ({} including waiting)",
+                        go_duration(took),
+                        go_duration(took)
+                    ),
+                );
+                Ok(reference)
+            }
+            Err(e) => {
+                let window = self.pulls.fail(&key, Instant::now());
+                let msg = format!("Failed to pull image \"{image}\": {}", e.message());
+                self.waiting
+                    .insert(c.name.clone(), ("ErrImagePull".to_string(), msg.clone()));
+                self.cluster
+                    .event(pod, Some(fp.to_string()), "Warning", "Failed", &msg);
+                self.cluster.event(
+                    pod,
+                    Some(fp.to_string()),
+                    "Warning",
+                    "Failed",
+                    "Error: ErrImagePull",
+                );
+                Err(window)
+            }
+        }
+    }
+
+    /// Graceful termination: app containers first, then sidecars, each given the
+    /// grace period; then the sandbox. With the pod's API object still there, the final
+    /// status is posted and the object deleted; then everything is removed.
+    async fn terminate(&mut self, desired: &Desired, rt: &PodRuntime) -> Next {
+        let pod = desired.pod();
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0);
+        let running = |kind: &str| {
+            rt.containers
+                .iter()
+                .filter(|c| c.state == ContainerState::Running)
+                .filter(|c| {
+                    let is_sidecar = self.is_sidecar(pod, &c.name);
+                    if kind == "sidecar" {
+                        is_sidecar
+                    } else {
+                        !is_sidecar
+                    }
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        for group in [running("app"), running("sidecar")] {
+            let stops = group.iter().map(|c| {
+                self.cluster.event(
+                    pod,
+                    Some(field_path(pod, &c.name)),
+                    "Normal",
+                    "Killing",
+                    &format!("Stopping container {}", c.name),
+                );
+                self.stop_container(&c.id, grace)
+            });
+            // Stops run concurrently: each container gets the whole grace period.
+            for r in futures::future::join_all(stops).await {
+                if let Err(e) = r {
+                    tracing::warn!(pod = %pod_name(pod), error = %e.message(), "stop container");
+                    return Next::After(Duration::from_secs(2));
+                }
+            }
+        }
+        self.stop_sandboxes(rt).await;
+        if let Desired::Pod(_) = desired {
+            let after = PodRuntime::read(&self.cri, &self.uid, &self.node.node_name)
+                .await
+                .unwrap_or_default();
+            let mut status = self.status(pod, &after);
+            // As upstream since 1.27: a deleted pod ends in a terminal phase.
+            if !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+                status.phase = Some("Failed".to_string());
+            }
+            self.cluster.report_status(pod, status);
+            self.cluster.pod_terminated(pod).await;
+        }
+        self.remove_all(pod, rt).await;
+        Next::Done
+    }
+
+    fn is_sidecar(&self, pod: &Pod, name: &str) -> bool {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.name == name && c.restart_policy.as_deref() == Some("Always"))
+    }
+
+    async fn stop_container(&self, id: &str, grace: i64) -> Result<(), tonic::Status> {
+        match self
+            .cri
+            .runtime
+            .clone()
+            .stop_container(api::StopContainerRequest {
+                container_id: id.to_string(),
+                timeout: grace,
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == tonic::Code::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stop_sandboxes(&self, rt: &PodRuntime) {
+        for s in rt.sandboxes.iter().filter(|s| s.ready) {
+            if let Err(e) = self
+                .cri
+                .runtime
+                .clone()
+                .stop_pod_sandbox(api::StopPodSandboxRequest {
+                    pod_sandbox_id: s.id.clone(),
+                })
+                .await
+            {
+                tracing::warn!(sandbox = %s.id, error = %e.message(), "stop sandbox");
+            }
+        }
+    }
+
+    /// Removes every container and sandbox of the pod and its log directory.
+    async fn remove_all(&self, pod: &Pod, rt: &PodRuntime) {
+        let mut cri = self.cri.runtime.clone();
+        for c in &rt.containers {
+            let _ = cri
+                .remove_container(api::RemoveContainerRequest {
+                    container_id: c.id.clone(),
+                })
+                .await;
+        }
+        for s in &rt.sandboxes {
+            let _ = cri
+                .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                    pod_sandbox_id: s.id.clone(),
+                })
+                .await;
+        }
+        let dir = labels::pod_log_dir(
+            &self.node.pod_logs_dir,
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+            pod.metadata.name.as_deref().unwrap_or(""),
+            &self.uid,
+        );
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir, error = %e, "remove the pod's log directory");
+            }
+        }
+    }
+}
+
+/// Upstream's default pull policy for an image without one (static pods): Always for
+/// `:latest` or no tag, else IfNotPresent.
+fn default_pull_policy(image: &str) -> &'static str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    match name.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+pub fn pod_name(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// The field path upstream's events name a container by.
+fn field_path(pod: &Pod, name: &str) -> String {
+    let init = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.name == name);
+    if init {
+        format!("spec.initContainers{{{name}}}")
+    } else {
+        format!("spec.containers{{{name}}}")
+    }
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+/// The monotonic instant of a runtime timestamp (ns since the epoch), for back-off
+/// windows that start when a container finished.
+fn instant_of(unix_nanos: i64) -> Instant {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let ago = Duration::from_nanos((now_unix - unix_nanos).max(0) as u64);
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
+/// A duration as Go prints it (`10s`, `1m20s`, `5m0s`, `1.2s`).
+pub fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        format!("{}m{}s", secs / 60, secs % 60)
+    } else if d.subsec_millis() == 0 {
+        format!("{secs}s")
+    } else {
+        let ms = d.as_millis();
+        format!("{}.{:03}s", ms / 1000, ms % 1000)
+            .trim_end_matches('0')
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policy_defaults_as_upstream() {
+        assert_eq!(default_pull_policy("busybox"), "Always");
+        assert_eq!(default_pull_policy("busybox:latest"), "Always");
+        assert_eq!(default_pull_policy("127.0.0.1:5000/busybox"), "Always");
+        assert_eq!(
+            default_pull_policy("127.0.0.1:5000/busybox:1.36"),
+            "IfNotPresent"
+        );
+        assert_eq!(default_pull_policy("busybox@sha256:abc"), "IfNotPresent");
+    }
+
+    #[test]
+    fn durations_print_as_go_does() {
+        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(go_duration(Duration::from_secs(80)), "1m20s");
+        assert_eq!(go_duration(Duration::from_millis(1250)), "1.25s");
+    }
+}
