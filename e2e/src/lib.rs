@@ -31,6 +31,7 @@ pub mod registry;
 pub mod state;
 pub mod teardown;
 pub mod wait;
+pub mod workloads;
 
 pub use bed::{Bed, BedOptions};
 pub use paths::BED_ROOT;

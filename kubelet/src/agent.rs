@@ -17,7 +17,7 @@ use crate::config::{parse_duration, KubeletConfiguration};
 use crate::events::Recorder;
 use crate::machine::Machine;
 use crate::node::{NodeAgent, NodeSpec};
-use crate::{pod_source, runtime};
+use crate::{pod_source, runtime, static_pods};
 
 pub struct Options {
     pub config: KubeletConfiguration,
@@ -97,13 +97,27 @@ pub async fn run(
         allocatable_memory: machine.memory_bytes as i64,
         memory_capacity: machine.memory_bytes as i64,
     };
-    let manager = PodManager::new(cri.clone(), cluster, node, runtime_name);
+    let static_dir =
+        (!config.static_pod_path.is_empty()).then(|| PathBuf::from(&config.static_pod_path));
+    let mut sources = vec![pod_source::SOURCE];
+    if static_dir.is_some() {
+        sources.push(static_pods::SOURCE);
+    }
+    let manager = PodManager::new(cri.clone(), cluster, node, runtime_name, &sources);
     tokio::spawn(manager.clone().watch_runtime());
     tokio::spawn(pod_source::watch_api(
         client.clone(),
         opts.node_name.clone(),
         manager.clone(),
     ));
+    if let Some(dir) = static_dir {
+        tokio::spawn(static_pods::run(
+            dir,
+            opts.node_name.clone(),
+            manager.clone(),
+            Some(client.clone()),
+        ));
+    }
 
     stop.wait().await;
     tracing::info!("stopping; pods keep running");

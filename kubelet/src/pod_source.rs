@@ -15,6 +15,9 @@ use kube::Api;
 
 use crate::bootstrap::ClientHandle;
 
+/// The source name the pod manager knows this one by.
+pub const SOURCE: &str = "api";
+
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 pub fn is_mirror(pod: &Pod) -> bool {
@@ -58,7 +61,7 @@ pub async fn watch_api<C: Cluster>(
                         }
                     }
                     known = listed;
-                    manager.sources_synced();
+                    manager.sources_synced(SOURCE);
                 }
                 Ok(Event::Apply(pod)) => {
                     if let Some(uid) = pod.metadata.uid.clone() {

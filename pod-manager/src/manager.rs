@@ -35,12 +35,21 @@ pub struct PodManager<C: Cluster> {
     /// Pods whose worker finished (terminated and removed): later updates of the same
     /// UID (the API object's last changes before it goes) start nothing.
     finished: Mutex<HashSet<String>>,
-    /// Set once the sources have delivered their first full list.
+    /// Set once every source has delivered its first full list.
     sources_synced: watch::Sender<bool>,
+    /// Sources that have not listed everything yet.
+    sources_pending: Mutex<HashSet<&'static str>>,
 }
 
 impl<C: Cluster> PodManager<C> {
-    pub fn new(cri: Cri, cluster: Arc<C>, node: NodeContext, runtime_name: String) -> Arc<Self> {
+    /// A manager fed by the named pod sources (each calls `sources_synced`).
+    pub fn new(
+        cri: Cri,
+        cluster: Arc<C>,
+        node: NodeContext,
+        runtime_name: String,
+        sources: &[&'static str],
+    ) -> Arc<Self> {
         Arc::new(PodManager {
             cri,
             cluster,
@@ -49,6 +58,7 @@ impl<C: Cluster> PodManager<C> {
             workers: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashSet::new()),
             sources_synced: watch::channel(false).0,
+            sources_pending: Mutex::new(sources.iter().copied().collect()),
         })
     }
 
@@ -57,9 +67,12 @@ impl<C: Cluster> PodManager<C> {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
-        if lock(&self.finished).contains(&uid) {
+        // Late updates of a pod whose deletion finished start nothing; a pod that comes
+        // back without a deletion (a static manifest put back) runs again.
+        if pod.metadata.deletion_timestamp.is_some() && lock(&self.finished).contains(&uid) {
             return;
         }
+        lock(&self.finished).remove(&uid);
         let mut workers = lock(&self.workers);
         if let Some(h) = workers.get(&uid) {
             // A Gone pod stays gone.
@@ -87,10 +100,14 @@ impl<C: Cluster> PodManager<C> {
         }
     }
 
-    /// The sources have listed every pod: from now on, runtime objects of unknown pods
-    /// are orphans.
-    pub fn sources_synced(&self) {
-        self.sources_synced.send_replace(true);
+    /// Source `name` has listed every pod. Once all sources have, runtime objects of
+    /// unknown pods are orphans.
+    pub fn sources_synced(&self, name: &str) {
+        let mut pending = lock(&self.sources_pending);
+        pending.remove(name);
+        if pending.is_empty() {
+            self.sources_synced.send_replace(true);
+        }
     }
 
     /// The pods the node runs (for the kubelet API's /pods).

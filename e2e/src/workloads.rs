@@ -1,0 +1,405 @@
+//! The workloads of manifests/examples on a Gantry node, checked as a user sees them
+//! with kubectl: a Deployment scaled up and down, a Job, init and sidecar containers,
+//! a crash loop with `logs --previous`, a missing image, a missing configMap key, a
+//! static pod with its mirror, port-forward and describe; then a kill -9 of the agent
+//! that restarts no container, and kubelet API calls without credentials or rights.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+
+use crate::bed::{free_port, Bed};
+use crate::gantry_node::GantryNode;
+use crate::kubectl::Kubectl;
+use crate::{paths, wait};
+
+fn example(name: &str) -> String {
+    paths::repo_root()
+        .join("manifests/examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn pod(k: &Kubectl, name: &str) -> Result<Value> {
+    k.get_json(&["pod", name])
+}
+
+/// The status of container `c` in pod JSON (app or init).
+fn container_status<'a>(pod: &'a Value, c: &str) -> Option<&'a Value> {
+    ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .filter_map(|k| pod["status"][k].as_array())
+        .flatten()
+        .find(|s| s["name"] == c)
+}
+
+fn waiting_reason(pod: &Value, c: &str) -> String {
+    container_status(pod, c)
+        .and_then(|s| s["state"]["waiting"]["reason"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Names of the pods with label `selector` that are Running on `node`.
+fn running_pods(k: &Kubectl, selector: &str, node: &str) -> Result<Vec<String>> {
+    let list = k.get_json(&["pods", "-l", selector])?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["status"]["phase"] == "Running" && p["spec"]["nodeName"] == node)
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect())
+}
+
+pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
+    let k = bed.kubectl()?;
+    for m in [
+        "deployment.yaml",
+        "job.yaml",
+        "init-sidecar.yaml",
+        "crashloop.yaml",
+        "missing-image.yaml",
+        "missing-configmap-key.yaml",
+    ] {
+        k.run(&["apply", "-f", &example(m)])?;
+    }
+    std::fs::copy(
+        paths::repo_root().join("manifests/static/static-web.yaml"),
+        node.dir.join("manifests/static-web.yaml"),
+    )?;
+
+    deployment_scales(&k, &node.name)?;
+    job_completes(&k)?;
+    init_and_sidecar_run_in_order(&k)?;
+    crash_loop_backs_off(&k)?;
+    missing_image_backs_off(&k)?;
+    missing_key_is_a_config_error(&k)?;
+    static_pod_has_a_mirror(&k, &node.name)?;
+    port_forward_reaches_a_pod(&k)?;
+    kubelet_api_refuses_strangers(&k, node)?;
+    restart_adopts_every_container(bed, node)?;
+    Ok(())
+}
+
+fn deployment_scales(k: &Kubectl, node: &str) -> Result<()> {
+    for replicas in [3usize, 5, 1] {
+        k.run(&["scale", "deployment/web", &format!("--replicas={replicas}")])?;
+        wait::until(
+            &format!("deployment web to run {replicas} pods on {node}"),
+            Duration::from_secs(120),
+            || {
+                let all = k.get_json(&["pods", "-l", "app=web"])?;
+                let total = all["items"].as_array().map_or(0, |a| a.len());
+                let running = running_pods(k, "app=web", node)?;
+                Ok((running.len() == replicas && total == replicas)
+                    .then_some(())
+                    .or_else(|| {
+                        eprintln!(
+                            "web: {} running, {total} listed, want {replicas}",
+                            running.len()
+                        );
+                        None
+                    }))
+            },
+        )?;
+    }
+    println!("{}", k.run(&["get", "deployment", "web"])?);
+    Ok(())
+}
+
+fn job_completes(k: &Kubectl) -> Result<()> {
+    k.run(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/compute",
+        "--timeout=120s",
+    ])?;
+    let logs = k.run(&["logs", "job/compute"])?;
+    ensure!(logs.trim() == "result=42", "job logs: {logs:?}");
+    let pods = k.get_json(&["pods", "-l", "job-name=compute"])?;
+    let phase = &pods["items"][0]["status"]["phase"];
+    ensure!(phase == "Succeeded", "job pod phase {phase}");
+    let code = &pods["items"][0]["status"]["containerStatuses"][0]["state"]["terminated"]["reason"];
+    ensure!(code == "Completed", "job container reason {code}");
+    Ok(())
+}
+
+fn init_and_sidecar_run_in_order(k: &Kubectl) -> Result<()> {
+    k.run(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/init-sidecar",
+        "--timeout=120s",
+    ])?;
+    let p = pod(k, "init-sidecar")?;
+    let setup = container_status(&p, "setup").context("no status for init container setup")?;
+    ensure!(
+        setup["state"]["terminated"]["exitCode"] == 0,
+        "setup did not complete: {setup}"
+    );
+    let logger = container_status(&p, "logger").context("no status for sidecar logger")?;
+    ensure!(
+        !logger["state"]["running"].is_null() && logger["started"] == true,
+        "sidecar logger not running: {logger}"
+    );
+    let app = container_status(&p, "app").context("no status for app")?;
+    ensure!(!app["state"]["running"].is_null(), "app not running: {app}");
+    // The init container finished before the app started.
+    let finished = setup["state"]["terminated"]["finishedAt"]
+        .as_str()
+        .unwrap_or("");
+    let started = app["state"]["running"]["startedAt"].as_str().unwrap_or("");
+    ensure!(
+        finished <= started,
+        "app started ({started}) before setup finished ({finished})"
+    );
+    let conditions = k.run(&[
+        "get",
+        "pod",
+        "init-sidecar",
+        "-o",
+        "jsonpath={range .status.conditions[*]}{.type}={.status} {end}",
+    ])?;
+    for c in [
+        "Initialized=True",
+        "ContainersReady=True",
+        "Ready=True",
+        "PodScheduled=True",
+    ] {
+        ensure!(conditions.contains(c), "conditions {conditions:?} lack {c}");
+    }
+    ensure!(k
+        .run(&["logs", "init-sidecar", "-c", "setup"])?
+        .contains("setup done"));
+    ensure!(k
+        .run(&["logs", "init-sidecar", "-c", "logger"])?
+        .contains("sidecar up"));
+    Ok(())
+}
+
+fn crash_loop_backs_off(k: &Kubectl) -> Result<()> {
+    let p = wait::until(
+        "crashloop to be restarted twice and back off",
+        Duration::from_secs(120),
+        || {
+            let p = pod(k, "crashloop")?;
+            let s = container_status(&p, "crasher").cloned().unwrap_or_default();
+            let restarts = s["restartCount"].as_u64().unwrap_or(0);
+            Ok((restarts >= 2 && waiting_reason(&p, "crasher") == "CrashLoopBackOff").then_some(p))
+        },
+    )?;
+    let s = container_status(&p, "crasher").context("no crasher status")?;
+    let last = &s["lastState"]["terminated"];
+    ensure!(
+        last["exitCode"] == 3 && last["reason"] == "Error",
+        "lastState: {s}"
+    );
+    let previous = k.run(&["logs", "crashloop", "--previous"])?;
+    ensure!(
+        previous.contains("run started at"),
+        "logs --previous: {previous:?}"
+    );
+    let describe = k.run(&["describe", "pod", "crashloop"])?;
+    ensure!(
+        describe.contains("Back-off restarting failed container crasher"),
+        "describe shows no BackOff event:\n{describe}"
+    );
+    Ok(())
+}
+
+fn missing_image_backs_off(k: &Kubectl) -> Result<()> {
+    let mut seen_err = false;
+    wait::until(
+        "missing-image to go from ErrImagePull to ImagePullBackOff",
+        Duration::from_secs(90),
+        || {
+            let reason = waiting_reason(&pod(k, "missing-image")?, "app");
+            seen_err |= reason == "ErrImagePull";
+            Ok((seen_err && reason == "ImagePullBackOff").then_some(()))
+        },
+    )
+    .or_else(|e| {
+        // ErrImagePull may have been shown between two polls only; the event says so.
+        let describe = k.run(&["describe", "pod", "missing-image"])?;
+        if describe.contains("ErrImagePull") && describe.contains("ImagePullBackOff") {
+            Ok(())
+        } else {
+            Err(e.context(describe))
+        }
+    })?;
+    let describe = k.run(&["describe", "pod", "missing-image"])?;
+    for needle in [
+        "Pulling image \"registry.k8s.io/e2e-test-images/does-not-exist:1.0\"",
+        "Failed to pull image",
+        "Back-off pulling image",
+    ] {
+        ensure!(
+            describe.contains(needle),
+            "describe lacks {needle:?}:\n{describe}"
+        );
+    }
+    Ok(())
+}
+
+fn missing_key_is_a_config_error(k: &Kubectl) -> Result<()> {
+    let p = wait::until(
+        "missing-key to show CreateContainerConfigError",
+        Duration::from_secs(60),
+        || {
+            let p = pod(k, "missing-key")?;
+            Ok((waiting_reason(&p, "app") == "CreateContainerConfigError").then_some(p))
+        },
+    )?;
+    let message = container_status(&p, "app")
+        .and_then(|s| s["state"]["waiting"]["message"].as_str())
+        .unwrap_or("")
+        .to_string();
+    ensure!(
+        message.contains("color") && message.contains("app-config"),
+        "message does not name the key and configMap: {message:?}"
+    );
+    Ok(())
+}
+
+fn static_pod_has_a_mirror(k: &Kubectl, node: &str) -> Result<()> {
+    let name = format!("static-web-{node}");
+    let p = wait::until(
+        &format!("mirror pod {name} to be Running"),
+        Duration::from_secs(120),
+        || {
+            let p = match pod(k, &name) {
+                Ok(p) => p,
+                Err(_) => return Ok(None),
+            };
+            Ok((p["status"]["phase"] == "Running").then_some(p))
+        },
+    )?;
+    ensure!(
+        !p["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_null(),
+        "pod {name} is not a mirror pod: {}",
+        p["metadata"]
+    );
+    Ok(())
+}
+
+fn port_forward_reaches_a_pod(k: &Kubectl) -> Result<()> {
+    let port = free_port()?;
+    let mut child = Command::new(&k.bin)
+        .arg("--kubeconfig")
+        .arg(&k.kubeconfig)
+        .args(["port-forward", "deployment/web", &format!("{port}:80")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let result = wait::until(
+        "port-forward to the web pod to answer",
+        Duration::from_secs(30),
+        || {
+            Ok(crate::http::http_status(&format!("127.0.0.1:{port}"), "/")
+                .ok()
+                .filter(|s| *s == 200))
+        },
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    result.map(|_| ())
+}
+
+/// kubelet API calls without credentials get 401; with a valid token of an identity
+/// that may not use the node's API, 403.
+fn kubelet_api_refuses_strangers(k: &Kubectl, node: &GantryNode) -> Result<()> {
+    let url = format!("https://{}:{}/pods", node.network.gateway, node.port);
+    let code = |extra: &[&str]| -> Result<String> {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(extra)
+            .arg(&url)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let anonymous = code(&[])?;
+    ensure!(anonymous == "401", "anonymous /pods answered {anonymous}");
+    let token = wait::until(
+        "a token for the default service account",
+        Duration::from_secs(60),
+        || Ok(k.run(&["create", "token", "default"]).ok()),
+    )?;
+    let header = format!("Authorization: Bearer {}", token.trim());
+    let stranger = code(&["-H", &header])?;
+    ensure!(
+        stranger == "403",
+        "/pods with a service account's token answered {stranger}"
+    );
+    Ok(())
+}
+
+/// Container IDs and restart counts of every pod on the node.
+fn containers_on(k: &Kubectl, node: &str) -> Result<Vec<(String, String, u64)>> {
+    let list = k.get_json(&[
+        "pods",
+        "-A",
+        "--field-selector",
+        &format!("spec.nodeName={node}"),
+    ])?;
+    let mut out = Vec::new();
+    for p in list["items"].as_array().into_iter().flatten() {
+        for s in p["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if s["state"]["running"].is_null() {
+                continue;
+            }
+            out.push((
+                format!(
+                    "{}/{}",
+                    p["metadata"]["name"].as_str().unwrap_or(""),
+                    s["name"].as_str().unwrap_or("")
+                ),
+                s["containerID"].as_str().unwrap_or("").to_string(),
+                s["restartCount"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// kill -9 of the agent and a restart: every running container is adopted as it was.
+fn restart_adopts_every_container(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
+    // The crash-looping pod restarts on its own; leave it out of the comparison.
+    k_delete(&bed.kubectl()?, "crashloop")?;
+    let k = bed.kubectl()?;
+    let before = containers_on(&k, &node.name)?;
+    ensure!(
+        before.len() >= 3,
+        "too few running containers to compare: {before:?}"
+    );
+    node.restart(bed, libc::SIGKILL)?;
+    // Give the restarted agent time to act on anything it thought was wrong.
+    std::thread::sleep(Duration::from_secs(15));
+    let after = containers_on(&k, &node.name)?;
+    if before != after {
+        bail!("containers changed across the restart:\nbefore {before:?}\nafter  {after:?}");
+    }
+    Ok(())
+}
+
+fn k_delete(k: &Kubectl, pod: &str) -> Result<()> {
+    k.run(&["delete", "pod", pod, "--wait=true", "--timeout=60s"])?;
+    Ok(())
+}
