@@ -95,7 +95,11 @@ pub async fn run(
         cgroup_parent: format!("{}/kubepods", config.cgroup_root.trim_end_matches('/')),
         allocatable_cpu_millis: machine.cpus as i64 * 1000,
         allocatable_memory: machine.memory_bytes as i64,
+        allocatable_ephemeral_storage: machine.ephemeral_storage_bytes as i64,
         memory_capacity: machine.memory_bytes as i64,
+        resolv_conf_disabled: config.resolv_conf.is_empty(),
+        seccomp_profile_root: opts.root_dir.join("seccomp").to_string_lossy().into_owned(),
+        ..Default::default()
     };
     let static_dir =
         (!config.static_pod_path.is_empty()).then(|| PathBuf::from(&config.static_pod_path));

@@ -14,8 +14,6 @@ pub struct PodRuntime {
     pub sandboxes: Vec<Sandbox>,
     /// Newest first.
     pub containers: Vec<ContainerView>,
-    /// Container id → the id of the sandbox it runs in.
-    pub sandbox_of: std::collections::HashMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -142,8 +140,8 @@ impl PodRuntime {
                     })
                     .unwrap_or_default(),
                 image_ref: s.image_ref,
+                sandbox_id: c.pod_sandbox_id,
             });
-            out.sandbox_of.insert(c.id, c.pod_sandbox_id);
         }
         // Newest attempt first; creation time breaks ties.
         out.containers

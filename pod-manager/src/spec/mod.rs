@@ -3,11 +3,36 @@
 //! resources). No I/O: whatever the translation needs from the API (configMaps,
 //! secrets, services) or the host (its resolv.conf) is fetched by the caller and passed
 //! in.
+//!
+//! One concept per file: `sandbox` and `container` assemble the two configs from
+//! `dns`, `env` (with `expansion` and `downward`), `resources` (with `quantity`) and
+//! `security`.
 
 use std::collections::BTreeMap;
 
 use gantry_cri::api;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+
+mod container;
+mod dns;
+mod downward;
+mod env;
+mod expansion;
+pub mod quantity;
+mod resources;
+mod sandbox;
+mod security;
+#[cfg(test)]
+mod tests;
+
+pub use container::{container_annotations, container_labels};
+pub use dns::pod_dns;
+pub use downward::sort_pod_ips;
+pub use env::service_env;
+pub use expansion::expand;
+pub use resources::{is_sidecar, milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj};
+pub use sandbox::{kernel_hostname, port_mappings, sandbox_config_checked, sandbox_labels};
+pub use security::{container_security_context, namespace_options, sandbox_security_context};
 
 /// What the node contributes to every pod's configs.
 #[derive(Clone, Debug, Default)]
@@ -25,12 +50,24 @@ pub struct NodeContext {
     pub pod_logs_dir: String,
     /// The cgroup parent of this pod's sandbox ("" lets the runtime choose).
     pub cgroup_parent: String,
-    /// Node allocatable CPU (millicores) and memory (bytes): resourceFieldRef values
-    /// of containers without limits.
+    /// The resolvConf setting is "": pods that resolve as the host get a localhost
+    /// nameserver and no search path (upstream's way to disable DNS lookups).
+    pub resolv_conf_disabled: bool,
+    /// The node's allocatable CPU (millicores), memory and ephemeral storage (bytes):
+    /// what a resourceFieldRef to an unset limit reads. 0: unknown.
     pub allocatable_cpu_millis: i64,
     pub allocatable_memory: i64,
-    /// The node's memory capacity (bytes), for Burstable oom_score_adj.
+    pub allocatable_ephemeral_storage: i64,
+    /// The node's memory capacity in bytes, for Burstable OOM score adjustments.
     pub memory_capacity: i64,
+    /// Where Localhost seccomp profiles live (upstream: <root-dir>/seccomp).
+    pub seccomp_profile_root: String,
+    /// seccompDefault: containers without a seccomp profile get the runtime's default
+    /// rather than none.
+    pub seccomp_default: bool,
+    /// cgroup v2 with singleProcessOOMKill false (upstream's default there): an OOM
+    /// kills the whole container (memory.oom.group = 1).
+    pub memory_oom_group: bool,
 }
 
 /// The host's resolv.conf, parsed.
@@ -70,6 +107,18 @@ pub struct ContainerInputs {
     pub pod_ips: Vec<String>,
     /// Mounts prepared by volumes/ (host paths), added as they are.
     pub mounts: Vec<api::Mount>,
+    /// The user the image runs as (ImageStatus's uid and username), for containers
+    /// that name none and for runAsNonRoot checks. None: not looked up, and a
+    /// runAsNonRoot container without a runAsUser is then refused.
+    pub image_user: Option<ImageUser>,
+}
+
+/// The user an image runs as, as ImageStatus reports it: a numeric uid, or a user name
+/// for the runtime to resolve; neither means root.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImageUser {
+    pub uid: Option<i64>,
+    pub username: String,
 }
 
 /// A container config that cannot be built: the pod shows CreateContainerConfigError
@@ -79,10 +128,10 @@ pub struct ContainerInputs {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// The sandbox config of `pod` (attempt: how many sandboxes were made before).
+/// The sandbox config of `pod` (attempt: how many sandboxes were made before). See
+/// `sandbox_config_checked` for a hostname that cannot be made.
 pub fn sandbox_config(pod: &Pod, attempt: u32, node: &NodeContext) -> api::PodSandboxConfig {
-    let _ = (pod, attempt, node);
-    todo!("helper: spec translation")
+    sandbox::sandbox_config(pod, attempt, node)
 }
 
 /// The container config of `container` in `pod`.
@@ -93,27 +142,35 @@ pub fn container_config(
     sources: &EnvSources,
     inputs: &ContainerInputs,
 ) -> Result<api::ContainerConfig, ConfigError> {
-    let _ = (pod, container, node, sources, inputs);
-    todo!("helper: spec translation")
+    container::container_config(pod, container, node, sources, inputs)
 }
 
 /// The configMaps and secrets the pod's containers (all kinds) reference in env and
 /// envFrom.
 pub fn referenced_sources(pod: &Pod) -> Referenced {
-    let _ = pod;
-    todo!("helper: spec translation")
+    container::referenced_sources(pod)
 }
 
 /// The pod's QoS class: Guaranteed, Burstable or BestEffort (upstream's rules).
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let _ = pod;
-    todo!("helper: spec translation")
+    resources::qos_class(pod)
 }
 
-/// A hash of the fields of `container` that require a restart when they change
-/// (upstream hashes the whole container spec minus resources); recorded on the
-/// container as io.kubernetes.container.hash.
+/// A hash of the fields of `container` that require a restart when they change,
+/// recorded on the container as io.kubernetes.container.hash. As upstream since 1.31
+/// these are its name and image: every other field of a pod's container is immutable
+/// (resources change in place).
 pub fn container_hash(container: &Container) -> String {
-    let _ = container;
-    todo!("helper: spec translation")
+    container::container_hash(container)
+}
+
+/// A pod as upstream's format.Pod names it in messages: `name_namespace(uid)`.
+pub(crate) fn pod_ref(pod: &Pod) -> String {
+    let m = &pod.metadata;
+    format!(
+        "{}_{}({})",
+        m.name.as_deref().unwrap_or_default(),
+        m.namespace.as_deref().unwrap_or_default(),
+        m.uid.as_deref().unwrap_or_default()
+    )
 }

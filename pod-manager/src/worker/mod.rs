@@ -132,7 +132,7 @@ impl<C: Cluster> Worker<C> {
             Ok(rt) => rt,
             Err(_) => rt,
         };
-        let status = self.status(pod, &rt);
+        let status = self.status(pod, &rt, false);
         let terminal = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
         self.cluster.report_status(pod, status);
         if terminal {
@@ -142,13 +142,19 @@ impl<C: Cluster> Worker<C> {
         next
     }
 
-    fn status(&self, pod: &Pod, rt: &PodRuntime) -> k8s_openapi::api::core::v1::PodStatus {
+    fn status(
+        &self,
+        pod: &Pod,
+        rt: &PodRuntime,
+        terminal: bool,
+    ) -> k8s_openapi::api::core::v1::PodStatus {
         let mut facts = WorkerFacts {
             waiting: self.waiting.clone(),
             start_time: self.start_time.clone(),
             host_ips: self.node.node_ips.clone(),
             qos_class: spec::qos_class(pod).to_string(),
             runtime_name: self.runtime_name.clone(),
+            terminal,
             ..Default::default()
         };
         // No probes yet (issue 6): a running container is ready.
@@ -402,7 +408,9 @@ impl<C: Cluster> Worker<C> {
                 return Some(Duration::from_secs(2));
             }
         };
+        let image_user = self.image_user(&image_ref).await;
         let inputs = spec::ContainerInputs {
+            image_user,
             image: image_ref,
             restart_count,
             pod_ips: sandbox.ips.clone(),

@@ -8,9 +8,34 @@ use gantry_cri::api;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::{go_duration, Worker};
+use crate::spec::ImageUser;
 use crate::cluster::Cluster;
 
 impl<C: Cluster> Worker<C> {
+    /// The user `image_ref` runs as (its config's User), for runAsNonRoot checks and
+    /// containers that name no user.
+    pub(super) async fn image_user(&self, image_ref: &str) -> Option<ImageUser> {
+        let image = self
+            .cri
+            .images
+            .clone()
+            .image_status(api::ImageStatusRequest {
+                image: Some(api::ImageSpec {
+                    image: image_ref.to_string(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .image?;
+        Some(ImageUser {
+            uid: image.uid.map(|u| u.value),
+            username: image.username,
+        })
+    }
+
     /// The image for `c` per its pull policy; on failure the container waits with
     /// ErrImagePull, then ImagePullBackOff while the back-off lasts.
     pub(super) async fn ensure_image(

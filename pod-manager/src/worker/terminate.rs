@@ -66,11 +66,8 @@ impl<C: Cluster> Worker<C> {
             let after = PodRuntime::read(&self.cri, &self.uid, &self.node.node_name)
                 .await
                 .unwrap_or_default();
-            let mut status = self.status(pod, &after);
             // As upstream since 1.27: a deleted pod ends in a terminal phase.
-            if !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-                status.phase = Some("Failed".to_string());
-            }
+            let status = self.status(pod, &after, true);
             self.cluster.report_status(pod, status);
             self.cluster.pod_terminated(pod).await;
         }
