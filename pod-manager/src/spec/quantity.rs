@@ -107,7 +107,7 @@ impl Quantity {
         self.nanos == 0
     }
 
-    pub fn add(self, other: Quantity) -> Quantity {
+    pub fn saturating_add(self, other: Quantity) -> Quantity {
         Quantity {
             nanos: self.nanos.saturating_add(other.nanos),
         }
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn sums_keep_milli_precision() {
-        assert_eq!(q("100m").add(q("0.25")).milli_value(), 350);
+        assert_eq!(q("100m").saturating_add(q("0.25")).milli_value(), 350);
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn qos_class(pod: &Pod) -> &'static str {
                 quantity::of(list, name).filter(|q| q.cmp_value(&Quantity::ZERO).is_gt())
             {
                 let entry = sum.entry(name).or_insert(Quantity::ZERO);
-                *entry = entry.add(q);
+                *entry = entry.saturating_add(q);
                 found.push(name);
             }
         }
@@ -257,7 +257,7 @@ fn pod_total(
     let get = |c: &Container| quantity::of(of(c), name);
     let mut sum: Option<Quantity> = None;
     let add = |a: Option<Quantity>, b: Option<Quantity>| match (a, b) {
-        (Some(a), Some(b)) => Some(a.add(b)),
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
         (a, b) => a.or(b),
     };
     for c in containers(pod) {
