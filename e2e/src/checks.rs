@@ -53,7 +53,18 @@ pub fn node_runs_demo_pods(bed: &Bed, node_name: &str, network: &NodeNetwork) ->
                 None
             }))
         },
-    )?;
+    )
+    .map_err(|e| {
+        let describe = kubectl
+            .run(&["describe", "pod", "busybox"])
+            .unwrap_or_else(|d| format!("{d:#}"));
+        let node = kubectl
+            .run(&["describe", "node", node_name])
+            .unwrap_or_else(|d| format!("{d:#}"));
+        e.context(format!(
+            "kubectl describe pod busybox:\n{describe}\nkubectl describe node:\n{node}"
+        ))
+    })?;
     let pods = kubectl.run(&["get", "pod", "busybox", "-o", "wide"])?;
     println!("{pods}");
     ensure!(

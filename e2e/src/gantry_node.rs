@@ -128,7 +128,7 @@ pub fn start(bed: &mut Bed, name: &str, runtime: NodeRuntime) -> Result<GantryNo
         .args(["--cni-bin-dir", CNI_BIN_DIR])
         .arg("--runc-root")
         .arg(ctd.runc_root())
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info,gantry=debug,gantry_pod_manager=debug");
     let args = cmd.get_args().map(|a| a.to_os_string()).collect();
     let process = bed.state.spawn(&format!("gantry-node-{name}"), cmd)?;
     let node = GantryNode {
@@ -165,6 +165,14 @@ impl GantryNode {
         )
     }
 
+    /// `result`, with the tail of the agent's log added to an error.
+    pub fn explain<T>(&self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| {
+            let tail = self.process.log_tail(150);
+            e.context(format!("gantry node {} log (tail):\n{tail}", self.name))
+        })
+    }
+
     /// crictl pointed at the node's runtime, as a user runs it.
     pub fn crictl(&self) -> Result<Command> {
         let endpoint = format!("unix://{}", self.cri_socket.display());
@@ -188,7 +196,7 @@ impl GantryNode {
         self.process.stop(Duration::from_secs(10));
         self.restarts += 1;
         let mut cmd = Command::new(paths::gantry_bin()?);
-        cmd.args(&self.args).env("RUST_LOG", "info");
+        cmd.args(&self.args).env("RUST_LOG", "info,gantry=debug,gantry_pod_manager=debug");
         self.process = bed.state.spawn(
             &format!("gantry-node-{}-restart{}", self.name, self.restarts),
             cmd,

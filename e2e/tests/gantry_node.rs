@@ -11,8 +11,9 @@ use gantry_e2e::{checks, workloads, Bed, BedOptions};
 fn gantry_node_on_its_embedded_cri_runs_the_demo_pods() -> Result<()> {
     let mut bed = Bed::start(&BedOptions::named("e2e-node-embedded"))?;
     let mut node = gantry_node::start(&mut bed, "gantry", NodeRuntime::Embedded)?;
-    checks::node_runs_demo_pods(&bed, &node.name, &node.network)?;
-    workloads::node_runs_workloads(&mut bed, &mut node)?;
+    node.explain(checks::node_runs_demo_pods(&bed, &node.name, &node.network))?;
+    let result = workloads::node_runs_workloads(&mut bed, &mut node);
+    node.explain(result)?;
     bed.teardown()?;
     Ok(())
 }
@@ -21,8 +22,9 @@ fn gantry_node_on_its_embedded_cri_runs_the_demo_pods() -> Result<()> {
 fn gantry_node_on_containerd_cri_runs_the_demo_pods() -> Result<()> {
     let mut bed = Bed::start(&BedOptions::named("e2e-node-containerd"))?;
     let mut node = gantry_node::start(&mut bed, "gantry-ctd", NodeRuntime::Containerd)?;
-    checks::node_runs_demo_pods(&bed, &node.name, &node.network)?;
-    workloads::node_runs_workloads(&mut bed, &mut node)?;
+    node.explain(checks::node_runs_demo_pods(&bed, &node.name, &node.network))?;
+    let result = workloads::node_runs_workloads(&mut bed, &mut node);
+    node.explain(result)?;
     bed.teardown()?;
     Ok(())
 }

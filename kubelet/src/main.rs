@@ -205,6 +205,8 @@ impl CriArgs {
 
 fn main() {
     let cli = Cli::parse();
+    // Both kube's client and the kubelet API use rustls; one process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

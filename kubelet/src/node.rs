@@ -169,8 +169,10 @@ impl NodeAgent {
             ),
             Some(why) => (false, "KubeletNotReady", why.clone()),
         };
-        let condition = |type_: &str, ok: bool, reason: &str, message: &str| {
-            let status = if ok == (type_ == "Ready") {
+        // `true_`: the condition's status is True (Ready when ready; a pressure
+        // condition when under pressure).
+        let condition = |type_: &str, true_: bool, reason: &str, message: &str| {
+            let status = if true_ {
                 "True"
             } else {
                 "False"

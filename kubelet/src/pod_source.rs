@@ -49,6 +49,7 @@ pub async fn watch_api<C: Cluster>(
                 }
                 Ok(Event::InitDone) => {
                     let listed = listing.take().unwrap_or_default();
+                    tracing::info!(pods = listed.len(), "listed the node's pods");
                     // Pods deleted while the watch was down.
                     for (uid, pod) in known.drain() {
                         if !listed.contains_key(&uid) && !is_mirror(&pod) {
@@ -64,6 +65,7 @@ pub async fn watch_api<C: Cluster>(
                     manager.sources_synced(SOURCE);
                 }
                 Ok(Event::Apply(pod)) => {
+                    tracing::debug!(pod = %name_of(&pod), "pod added or changed");
                     if let Some(uid) = pod.metadata.uid.clone() {
                         if !is_mirror(&pod) {
                             manager.update(pod.clone());
@@ -72,6 +74,7 @@ pub async fn watch_api<C: Cluster>(
                     }
                 }
                 Ok(Event::Delete(pod)) => {
+                    tracing::debug!(pod = %name_of(&pod), "pod deleted");
                     if let Some(uid) = &pod.metadata.uid {
                         known.remove(uid);
                     }
@@ -89,4 +92,12 @@ pub async fn watch_api<C: Cluster>(
             }
         }
     }
+}
+
+fn name_of(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
 }

@@ -101,6 +101,7 @@ impl<C: Cluster> Worker<C> {
     /// One pass: act toward `desired`, report, and say when to come back.
     pub async fn sync(&mut self, desired: &Desired) -> Next {
         let pod = desired.pod();
+        tracing::debug!("sync");
         let rt = match PodRuntime::read(&self.cri, &self.uid, &self.node.node_name).await {
             Ok(rt) => rt,
             Err(e) => {
