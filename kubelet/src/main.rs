@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 mod config;
 mod runtime;
+mod server;
 
 use clap::{Args, Parser, Subcommand};
 use gantry_cri::CriConfig;

@@ -1,0 +1,63 @@
+//! The kubelet HTTPS API on :10250, as upstream's pkg/kubelet/server serves it: health,
+//! the node's pods, container logs, exec/attach/port-forward (proxied to the CRI
+//! runtime's streaming server), stats and metrics. Every request on the TLS port is
+//! authenticated (client certificate, bearer token through TokenReview, or anonymous)
+//! and authorized (SubjectAccessReview or AlwaysAllow) before it is routed.
+//!
+//! It knows the node only through [`Backend`]: a CRI client, an API client for the
+//! reviews, and a view of the node's pods. It does not know pod workers or containerd.
+
+// Not wired into `gantry node` yet; the node wiring comes with the rest of issue 4.
+#![allow(dead_code)]
+
+mod authn;
+mod authz;
+mod query;
+mod reply;
+mod tls;
+mod ttl_cache;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+
+#[allow(unused_imports)] // for the node wiring
+pub use tls::self_signed;
+
+/// How the API is served: addresses, certificates and the authentication and
+/// authorization modes of the KubeletConfiguration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// address:port of the TLS API (upstream default :10250).
+    pub bind: SocketAddr,
+    /// The serving certificate chain and key (PEM).
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// authentication.x509.clientCAFile contents: client certificates signed by it
+    /// authenticate as CN (user) and O (groups).
+    pub client_ca_pem: Option<String>,
+    /// authentication.anonymous.enabled.
+    pub anonymous: bool,
+    /// authentication.webhook.enabled: bearer tokens are checked with TokenReview.
+    pub webhook_authn: bool,
+    /// authorization.mode == "Webhook": SubjectAccessReview; otherwise AlwaysAllow.
+    pub authz_webhook: bool,
+    /// healthzBindAddress:healthzPort: plain HTTP, /healthz only, no authentication.
+    pub healthz_bind: Option<SocketAddr>,
+}
+
+/// What the API serves from: the node's runtime, the API server and the node's pods.
+#[derive(Clone)]
+pub struct Backend {
+    pub cri: gantry_pod_manager::Cri,
+    /// For TokenReview and SubjectAccessReview.
+    pub kube: kube::Client,
+    pub node_name: String,
+    /// The pods bound to this node (API and static), for /pods and to resolve names.
+    pub pods: Arc<dyn Fn() -> Vec<Pod> + Send + Sync>,
+}
+
