@@ -12,11 +12,18 @@
 
 mod authn;
 mod authz;
+mod container_logs;
+mod cri_calls;
+mod log_options;
+mod log_reader;
 mod query;
 mod reply;
+mod resolve;
 mod tls;
 mod ttl_cache;
 
+#[cfg(test)]
+mod fake_cri;
 #[cfg(test)]
 mod tests;
 
@@ -61,3 +68,8 @@ pub struct Backend {
     pub pods: Arc<dyn Fn() -> Vec<Pod> + Send + Sync>,
 }
 
+impl Backend {
+    fn cri_calls(&self) -> cri_calls::CriCalls {
+        cri_calls::CriCalls::new(&self.cri)
+    }
+}
