@@ -16,11 +16,16 @@ mod container_logs;
 mod cri_calls;
 mod log_options;
 mod log_reader;
+mod metrics;
+mod node_stats;
 mod query;
 mod reply;
 mod resolve;
+mod streaming;
+mod summary;
 mod tls;
 mod ttl_cache;
+mod upgrade_proxy;
 
 #[cfg(test)]
 mod fake_cri;
