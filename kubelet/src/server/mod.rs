@@ -14,6 +14,7 @@ mod authn;
 mod authz;
 mod container_logs;
 mod cri_calls;
+mod listener;
 mod log_options;
 mod log_reader;
 mod metrics;
@@ -21,6 +22,7 @@ mod node_stats;
 mod query;
 mod reply;
 mod resolve;
+mod router;
 mod streaming;
 mod summary;
 mod tls;
@@ -32,6 +34,7 @@ mod fake_cri;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -71,6 +74,17 @@ pub struct Backend {
     pub node_name: String,
     /// The pods bound to this node (API and static), for /pods and to resolve names.
     pub pods: Arc<dyn Fn() -> Vec<Pod> + Send + Sync>,
+}
+
+/// Serves the API until `stop` resolves: the listeners close, connections in flight
+/// are asked to finish, and the function returns. Binding or loading the certificates
+/// fails before anything is served.
+pub async fn serve(
+    config: ServerConfig,
+    backend: Backend,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    listener::serve(config, backend, stop).await
 }
 
 impl Backend {

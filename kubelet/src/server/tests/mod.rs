@@ -3,6 +3,8 @@
 //! and the TokenReview / SubjectAccessReview path against a fake API server.
 
 mod logs;
+mod reviews;
+mod tls_server;
 
 use std::sync::Arc;
 
