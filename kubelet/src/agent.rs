@@ -17,7 +17,8 @@ use crate::config::{parse_duration, KubeletConfiguration};
 use crate::events::Recorder;
 use crate::machine::Machine;
 use crate::node::{NodeAgent, NodeSpec};
-use crate::{pod_source, runtime, static_pods};
+use crate::{pod_source, runtime, server, static_pods};
+use std::sync::Arc;
 
 pub struct Options {
     pub config: KubeletConfiguration,
@@ -123,9 +124,67 @@ pub async fn run(
         ));
     }
 
+    let api = api_server(config, &opts, &manager)?;
+    let backend = server::Backend {
+        cri: cri.clone(),
+        kube: client.get(),
+        node_name: opts.node_name.clone(),
+        pods: Arc::new(move || manager.pods()),
+    };
+    let serving = tokio::spawn(server::serve(api, backend, stop.wait()));
+
     stop.wait().await;
+    match serving.await {
+        Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "kubelet API"),
+        Err(e) => tracing::warn!(error = %e, "kubelet API task"),
+        Ok(Ok(())) => {}
+    }
     tracing::info!("stopping; pods keep running");
     Ok(())
+}
+
+/// The kubelet API's settings: the configured serving certificate, or a self-signed
+/// one for the node's name and address (upstream's default without serverTLSBootstrap).
+fn api_server<C: gantry_pod_manager::cluster::Cluster>(
+    config: &KubeletConfiguration,
+    opts: &Options,
+    _manager: &Arc<PodManager<C>>,
+) -> Result<server::ServerConfig> {
+    let read = |p: &str| std::fs::read_to_string(p).with_context(|| format!("read {p}"));
+    let (cert_pem, key_pem) = if !config.tls_cert_file.is_empty() {
+        (read(&config.tls_cert_file)?, read(&config.tls_private_key_file)?)
+    } else {
+        let ip: std::net::IpAddr = opts
+            .node_ip
+            .parse()
+            .with_context(|| format!("node IP {}", opts.node_ip))?;
+        server::self_signed(&opts.node_name, &[ip])?
+    };
+    let client_ca = &config.authentication.x509.client_ca_file;
+    let client_ca_pem = (!client_ca.is_empty()).then(|| read(client_ca)).transpose()?;
+    let address: std::net::IpAddr = config
+        .address
+        .parse()
+        .with_context(|| format!("address {}", config.address))?;
+    let healthz_bind = (config.healthz_port != 0)
+        .then(|| -> Result<std::net::SocketAddr> {
+            let ip: std::net::IpAddr = config
+                .healthz_bind_address
+                .parse()
+                .with_context(|| format!("healthzBindAddress {}", config.healthz_bind_address))?;
+            Ok((ip, config.healthz_port).into())
+        })
+        .transpose()?;
+    Ok(server::ServerConfig {
+        bind: (address, config.port).into(),
+        cert_pem,
+        key_pem,
+        client_ca_pem,
+        anonymous: config.authentication.anonymous.enabled,
+        webhook_authn: config.authentication.webhook.enabled,
+        authz_webhook: config.authorization.mode == "Webhook",
+        healthz_bind,
+    })
 }
 
 /// The runtime's name, the prefix of container IDs in pod status (`containerd://`).

@@ -13,6 +13,7 @@ mod machine;
 mod node;
 mod pod_source;
 mod runtime;
+mod server;
 mod static_pods;
 
 use clap::{Args, Parser, Subcommand};
