@@ -196,7 +196,8 @@ impl GantryNode {
         self.process.stop(Duration::from_secs(10));
         self.restarts += 1;
         let mut cmd = Command::new(paths::gantry_bin()?);
-        cmd.args(&self.args).env("RUST_LOG", "info,gantry=debug,gantry_pod_manager=debug");
+        cmd.args(&self.args)
+            .env("RUST_LOG", "info,gantry=debug,gantry_pod_manager=debug");
         self.process = bed.state.spawn(
             &format!("gantry-node-{}-restart{}", self.name, self.restarts),
             cmd,

@@ -152,7 +152,10 @@ fn api_server<C: gantry_pod_manager::cluster::Cluster>(
 ) -> Result<server::ServerConfig> {
     let read = |p: &str| std::fs::read_to_string(p).with_context(|| format!("read {p}"));
     let (cert_pem, key_pem) = if !config.tls_cert_file.is_empty() {
-        (read(&config.tls_cert_file)?, read(&config.tls_private_key_file)?)
+        (
+            read(&config.tls_cert_file)?,
+            read(&config.tls_private_key_file)?,
+        )
     } else {
         let ip: std::net::IpAddr = opts
             .node_ip
@@ -161,7 +164,9 @@ fn api_server<C: gantry_pod_manager::cluster::Cluster>(
         server::self_signed(&opts.node_name, &[ip])?
     };
     let client_ca = &config.authentication.x509.client_ca_file;
-    let client_ca_pem = (!client_ca.is_empty()).then(|| read(client_ca)).transpose()?;
+    let client_ca_pem = (!client_ca.is_empty())
+        .then(|| read(client_ca))
+        .transpose()?;
     let address: std::net::IpAddr = config
         .address
         .parse()

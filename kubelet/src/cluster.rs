@@ -311,8 +311,8 @@ mod tests {
 
     #[test]
     fn pull_secrets_give_credentials_only_for_their_registry() {
-        let mut secret = Secret::default();
-        secret.data = Some(
+        let secret = Secret {
+            data: Some(
             [(
                 ".dockerconfigjson".to_string(),
                 ByteString(
@@ -321,7 +321,9 @@ mod tests {
                 ),
             )]
             .into(),
-        );
+            ),
+            ..Default::default()
+        };
         let a = docker_auths(&secret, "reg.example:5000");
         assert_eq!(a.len(), 1);
         assert_eq!((a[0].username.as_str(), a[0].password.as_str()), ("u", "p"));

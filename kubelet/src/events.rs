@@ -61,10 +61,11 @@ impl Recorder {
     }
 }
 
+/// (namespace, uid, fieldPath, type, reason, message): events that count as one.
+type EventKey = (String, String, String, String, String, String);
+
 async fn post_events(client: ClientHandle, node: String, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    // (namespace, uid, fieldPath, type, reason, message) → (event name, count).
-    let mut seen: HashMap<(String, String, String, String, String, String), (String, i32)> =
-        HashMap::new();
+    let mut seen: HashMap<EventKey, (String, i32)> = HashMap::new();
     while let Some(p) = rx.recv().await {
         let namespace = p
             .object

@@ -172,11 +172,7 @@ impl NodeAgent {
         // `true_`: the condition's status is True (Ready when ready; a pressure
         // condition when under pressure).
         let condition = |type_: &str, true_: bool, reason: &str, message: &str| {
-            let status = if true_ {
-                "True"
-            } else {
-                "False"
-            };
+            let status = if true_ { "True" } else { "False" };
             let transition = previous
                 .and_then(|p| p.conditions.iter().flatten().find(|c| c.type_ == type_))
                 .filter(|c| c.status == status)

@@ -81,7 +81,7 @@ impl PodRuntime {
             out.sandboxes.push(sandbox);
         }
         out.sandboxes
-            .sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            .sort_by_key(|s| std::cmp::Reverse(s.created_at));
 
         let containers = rt
             .list_containers(api::ListContainersRequest {
@@ -145,7 +145,7 @@ impl PodRuntime {
         }
         // Newest attempt first; creation time breaks ties.
         out.containers
-            .sort_by(|a, b| (b.attempt, b.created_at).cmp(&(a.attempt, a.created_at)));
+            .sort_by_key(|c| std::cmp::Reverse((c.attempt, c.created_at)));
         Ok(out)
     }
 

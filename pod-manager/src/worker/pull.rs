@@ -8,8 +8,8 @@ use gantry_cri::api;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::{go_duration, Worker};
-use crate::spec::ImageUser;
 use crate::cluster::Cluster;
+use crate::spec::ImageUser;
 
 impl<C: Cluster> Worker<C> {
     /// The user `image_ref` runs as (its config's User), for runAsNonRoot checks and
