@@ -43,9 +43,30 @@ pub struct GantryNode {
     pub healthz_port: u16,
     args: Vec<std::ffi::OsString>,
     restarts: u32,
+    standalone: bool,
 }
 
 pub fn start(bed: &mut Bed, name: &str, runtime: NodeRuntime) -> Result<GantryNode> {
+    start_with(bed, name, runtime, &[])
+}
+
+/// `gantry node` without any kubeconfig: standalone, running the static pods in
+/// `static_pods` (manifest file names and contents) with no API server.
+pub fn start_standalone(
+    bed: &mut Bed,
+    name: &str,
+    static_pods: &[(&str, &str)],
+) -> Result<GantryNode> {
+    start_with(bed, name, NodeRuntime::Embedded, static_pods)
+}
+
+fn start_with(
+    bed: &mut Bed,
+    name: &str,
+    runtime: NodeRuntime,
+    standalone_pods: &[(&str, &str)],
+) -> Result<GantryNode> {
+    let standalone = !standalone_pods.is_empty();
     let dir = bed.dir().join("nodes").join(name);
     fs::create_dir_all(&dir)?;
     let conf_dir = match runtime {
@@ -94,6 +115,9 @@ pub fn start(bed: &mut Bed, name: &str, runtime: NodeRuntime) -> Result<GantryNo
         config["containerRuntimeEndpoint"] = json!(format!("unix://{}", ctd.socket.display()));
     }
     fs::create_dir_all(dir.join("manifests"))?;
+    for (file, text) in standalone_pods {
+        fs::write(dir.join("manifests").join(file), text)?;
+    }
     let config_path = dir.join("kubelet-config.json");
     fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
 
@@ -101,8 +125,6 @@ pub fn start(bed: &mut Bed, name: &str, runtime: NodeRuntime) -> Result<GantryNo
     cmd.arg("node")
         .arg("--config")
         .arg(&config_path)
-        .arg("--bootstrap-kubeconfig")
-        .arg(&bed.control_plane.bootstrap_kubeconfig)
         .arg("--kubeconfig")
         .arg(dir.join("kubelet.kubeconfig"))
         .arg("--cert-dir")
@@ -129,6 +151,10 @@ pub fn start(bed: &mut Bed, name: &str, runtime: NodeRuntime) -> Result<GantryNo
         .arg("--runc-root")
         .arg(ctd.runc_root())
         .env("RUST_LOG", "info,gantry=debug,gantry_pod_manager=debug");
+    if !standalone {
+        cmd.arg("--bootstrap-kubeconfig")
+            .arg(&bed.control_plane.bootstrap_kubeconfig);
+    }
     let args = cmd.get_args().map(|a| a.to_os_string()).collect();
     let process = bed.state.spawn(&format!("gantry-node-{name}"), cmd)?;
     let node = GantryNode {
@@ -143,6 +169,7 @@ pub fn start(bed: &mut Bed, name: &str, runtime: NodeRuntime) -> Result<GantryNo
         healthz_port,
         args,
         restarts: 0,
+        standalone,
     };
     node.wait_ready(bed)?;
     Ok(node)
@@ -150,6 +177,17 @@ pub fn start(bed: &mut Bed, name: &str, runtime: NodeRuntime) -> Result<GantryNo
 
 impl GantryNode {
     fn wait_ready(&self, bed: &Bed) -> Result<()> {
+        if self.standalone {
+            return wait::until(
+                &format!("standalone node {} to answer crictl version", self.name),
+                Duration::from_secs(60),
+                || {
+                    self.process.ensure_alive()?;
+                    let out = self.crictl()?.arg("version").output()?;
+                    Ok(out.status.success().then_some(()))
+                },
+            );
+        }
         let kubectl = bed.kubectl()?;
         wait::until(
             &format!("node {} to be Ready", self.name),

@@ -65,6 +65,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
         "crashloop.yaml",
         "missing-image.yaml",
         "missing-configmap-key.yaml",
+        "ticker.yaml",
     ] {
         k.run(&["apply", "-f", &example(m)])?;
     }
@@ -81,6 +82,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     missing_key_is_a_config_error(&k)?;
     static_pod_has_a_mirror(&k, &node.name)?;
     port_forward_reaches_a_pod(&k)?;
+    interactive_commands_work(&k)?;
     kubelet_api_refuses_strangers(&k, node)?;
     restart_adopts_every_container(bed, node)?;
     Ok(())
@@ -205,10 +207,16 @@ fn crash_loop_backs_off(k: &Kubectl) -> Result<()> {
         "logs --previous: {previous:?}"
     );
     let describe = k.run(&["describe", "pod", "crashloop"])?;
-    ensure!(
-        describe.contains("Back-off restarting failed container crasher"),
-        "describe shows no BackOff event:\n{describe}"
-    );
+    for event in [
+        "Back-off restarting failed container crasher",
+        "Created container: crasher",
+        "Started container crasher",
+    ] {
+        ensure!(
+            describe.contains(event),
+            "describe lacks {event:?}:\n{describe}"
+        );
+    }
     Ok(())
 }
 
@@ -308,6 +316,67 @@ fn port_forward_reaches_a_pod(k: &Kubectl) -> Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     result.map(|_| ())
+}
+
+/// `kubectl logs -f`, `attach`, `exec -it` (under a pseudo-terminal) and `cp`.
+fn interactive_commands_work(k: &Kubectl) -> Result<()> {
+    k.run(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/ticker",
+        "--timeout=120s",
+    ])?;
+    let kubectl_for = |secs: &str, args: &[&str]| -> Result<String> {
+        let out = Command::new("timeout")
+            .args(["-s", "KILL", secs])
+            .arg(&k.bin)
+            .arg("--kubeconfig")
+            .arg(&k.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // Following: lines keep coming while the command runs.
+    let followed = kubectl_for("5", &["logs", "-f", "ticker"])?;
+    let ticks = followed.lines().filter(|l| l.starts_with("tick ")).count();
+    ensure!(ticks >= 4, "logs -f showed {ticks} ticks:\n{followed}");
+    let attached = kubectl_for("5", &["attach", "ticker"])?;
+    ensure!(
+        attached.contains("tick "),
+        "attach showed no output: {attached:?}"
+    );
+
+    // exec -it needs a terminal: script(1) gives kubectl one.
+    let exec_it = format!(
+        "{} --kubeconfig {} exec -it ticker -- sh -c 'test -t 0 && echo tty:yes'",
+        k.bin.display(),
+        k.kubeconfig.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &exec_it, "/dev/null"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains("tty:yes"),
+        "exec -it did not get a terminal: {text:?}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("gantry-cp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let local = dir.join("note.txt");
+    std::fs::write(&local, "copied by kubectl cp\n")?;
+    let result = (|| -> Result<()> {
+        k.run(&["cp", &local.to_string_lossy(), "ticker:/tmp/note.txt"])?;
+        let inside = k.run(&["exec", "ticker", "--", "cat", "/tmp/note.txt"])?;
+        ensure!(inside == "copied by kubectl cp\n", "inside: {inside:?}");
+        let back = dir.join("back.txt");
+        k.run(&["cp", "ticker:/tmp/note.txt", &back.to_string_lossy()])?;
+        ensure!(std::fs::read_to_string(&back)? == "copied by kubectl cp\n");
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// kubelet API calls without credentials get 401; with a valid token of an identity

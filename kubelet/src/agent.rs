@@ -12,7 +12,7 @@ use gantry_pod_manager::manager::PodManager;
 use gantry_pod_manager::spec::{HostDns, NodeContext};
 
 use crate::bootstrap::{self, Credentials};
-use crate::cluster::ApiCluster;
+use crate::cluster::{ApiCluster, LocalCluster};
 use crate::config::{parse_duration, KubeletConfiguration};
 use crate::events::Recorder;
 use crate::machine::Machine;
@@ -46,6 +46,9 @@ pub async fn run(
     let runtime_name = runtime_name(&cri).await;
     tracing::info!(runtime = %cri.endpoint, name = %runtime_name, "container runtime");
 
+    if opts.bootstrap_kubeconfig.is_none() && !opts.kubeconfig.exists() {
+        return run_standalone(opts, cri, runtime_name, stop).await;
+    }
     let creds = Credentials {
         node_name: opts.node_name.clone(),
         kubeconfig: opts.kubeconfig.clone(),
@@ -86,22 +89,7 @@ pub async fn run(
 
     let cluster = ApiCluster::new(client.clone(), events.clone());
     tokio::spawn(cluster.clone().post_statuses());
-    let node = NodeContext {
-        node_name: opts.node_name.clone(),
-        node_ips: vec![opts.node_ip.clone()],
-        cluster_dns: config.cluster_dns.clone(),
-        cluster_domain: config.cluster_domain.clone(),
-        host_dns: read_resolv_conf(&config.resolv_conf),
-        pod_logs_dir: config.pod_logs_dir.clone(),
-        cgroup_parent: format!("{}/kubepods", config.cgroup_root.trim_end_matches('/')),
-        allocatable_cpu_millis: machine.cpus as i64 * 1000,
-        allocatable_memory: machine.memory_bytes as i64,
-        allocatable_ephemeral_storage: machine.ephemeral_storage_bytes as i64,
-        memory_capacity: machine.memory_bytes as i64,
-        resolv_conf_disabled: config.resolv_conf.is_empty(),
-        seccomp_profile_root: opts.root_dir.join("seccomp").to_string_lossy().into_owned(),
-        ..Default::default()
-    };
+    let node = node_context(config, &opts, &machine);
     let static_dir =
         (!config.static_pod_path.is_empty()).then(|| PathBuf::from(&config.static_pod_path));
     let mut sources = vec![pod_source::SOURCE];
@@ -124,6 +112,7 @@ pub async fn run(
         ));
     }
 
+    rotate_logs(config, &opts, &cri);
     let api = api_server(config, &opts, &manager)?;
     let backend = server::Backend {
         cri: cri.clone(),
@@ -141,6 +130,79 @@ pub async fn run(
     }
     tracing::info!("stopping; pods keep running");
     Ok(())
+}
+
+/// Standalone mode (no kubeconfig, no bootstrap kubeconfig): the static pods of
+/// staticPodPath run with no API server at all, as upstream's kubelet without
+/// --kubeconfig. Statuses and events go to the log; there is no kubelet API, since
+/// its authentication and authorization need the API server.
+async fn run_standalone(
+    opts: Options,
+    cri: gantry_pod_manager::Cri,
+    runtime_name: String,
+    stop: Stop,
+) -> Result<()> {
+    let config = &opts.config;
+    if config.static_pod_path.is_empty() {
+        anyhow::bail!(
+            "no --kubeconfig ({} does not exist) and no --bootstrap-kubeconfig: standalone mode runs static pods only, and staticPodPath is not set",
+            opts.kubeconfig.display()
+        );
+    }
+    tracing::info!(static_pod_path = %config.static_pod_path, "standalone: no API server; running static pods only");
+    std::fs::create_dir_all(&opts.root_dir)
+        .with_context(|| format!("create root dir {}", opts.root_dir.display()))?;
+    let machine = Machine::read(&opts.root_dir);
+    let node = node_context(config, &opts, &machine);
+    let manager = PodManager::new(
+        cri.clone(),
+        Arc::new(LocalCluster),
+        node,
+        runtime_name,
+        &[static_pods::SOURCE],
+    );
+    tokio::spawn(manager.clone().watch_runtime());
+    tokio::spawn(static_pods::run(
+        PathBuf::from(&config.static_pod_path),
+        opts.node_name.clone(),
+        manager,
+        None,
+    ));
+    rotate_logs(config, &opts, &cri);
+    stop.wait().await;
+    tracing::info!("stopping; pods keep running");
+    Ok(())
+}
+
+fn rotate_logs(config: &KubeletConfiguration, opts: &Options, cri: &gantry_pod_manager::Cri) {
+    tokio::spawn(gantry_pod_manager::log_rotation::run(
+        cri.clone(),
+        opts.node_name.clone(),
+        gantry_pod_manager::log_rotation::LogPolicy {
+            max_size: config.container_log_max_size().unwrap_or(10 << 20),
+            max_files: config.container_log_max_files as usize,
+        },
+    ));
+}
+
+/// What the node contributes to every pod's configs.
+fn node_context(config: &KubeletConfiguration, opts: &Options, machine: &Machine) -> NodeContext {
+    NodeContext {
+        node_name: opts.node_name.clone(),
+        node_ips: vec![opts.node_ip.clone()],
+        cluster_dns: config.cluster_dns.clone(),
+        cluster_domain: config.cluster_domain.clone(),
+        host_dns: read_resolv_conf(&config.resolv_conf),
+        pod_logs_dir: config.pod_logs_dir.clone(),
+        cgroup_parent: format!("{}/kubepods", config.cgroup_root.trim_end_matches('/')),
+        allocatable_cpu_millis: machine.cpus as i64 * 1000,
+        allocatable_memory: machine.memory_bytes as i64,
+        allocatable_ephemeral_storage: machine.ephemeral_storage_bytes as i64,
+        memory_capacity: machine.memory_bytes as i64,
+        resolv_conf_disabled: config.resolv_conf.is_empty(),
+        seccomp_profile_root: opts.root_dir.join("seccomp").to_string_lossy().into_owned(),
+        ..Default::default()
+    }
 }
 
 /// The kubelet API's settings: the configured serving certificate, or a self-signed

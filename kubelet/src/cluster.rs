@@ -235,6 +235,45 @@ impl Cluster for ApiCluster {
     }
 }
 
+/// The cluster side of standalone mode: no API server. Pods reference nothing that
+/// exists (a configMap or secret in env is missing), statuses and events go to the
+/// log.
+pub struct LocalCluster;
+
+impl Cluster for LocalCluster {
+    async fn env_sources(&self, _pod: &Pod, referenced: &Referenced) -> Result<EnvSources, String> {
+        let mut sources = EnvSources::default();
+        for name in &referenced.config_maps {
+            sources.config_maps.insert(name.clone(), None);
+        }
+        for name in &referenced.secrets {
+            sources.secrets.insert(name.clone(), None);
+        }
+        Ok(sources)
+    }
+
+    async fn pull_credentials(&self, _pod: &Pod, _image: &str) -> Vec<AuthConfig> {
+        Vec::new()
+    }
+
+    fn report_status(&self, pod: &Pod, status: PodStatus) {
+        tracing::debug!(pod = %pod.metadata.name.as_deref().unwrap_or(""), phase = ?status.phase, "pod status");
+    }
+
+    fn event(
+        &self,
+        pod: &Pod,
+        field_path: Option<String>,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        tracing::info!(pod = %pod.metadata.name.as_deref().unwrap_or(""), field = ?field_path, %type_, %reason, "{message}");
+    }
+
+    async fn pod_terminated(&self, _pod: &Pod) {}
+}
+
 /// A pod from a static manifest (its status goes to the mirror pod).
 pub fn is_static(pod: &Pod) -> bool {
     pod.metadata

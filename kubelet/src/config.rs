@@ -49,6 +49,8 @@ pub struct KubeletConfiguration {
     pub serialize_image_pulls: bool,
     pub register_node: bool,
     pub provider_id: String,
+    pub container_log_max_size: String,
+    pub container_log_max_files: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -127,6 +129,8 @@ impl Default for KubeletConfiguration {
             serialize_image_pulls: true,
             register_node: true,
             provider_id: String::new(),
+            container_log_max_size: "10Mi".to_string(),
+            container_log_max_files: 5,
         }
     }
 }
@@ -193,6 +197,8 @@ const TOP_FIELDS: &[&str] = &[
     "serializeImagePulls",
     "registerNode",
     "providerID",
+    "containerLogMaxSize",
+    "containerLogMaxFiles",
 ];
 
 impl KubeletConfiguration {
@@ -302,6 +308,13 @@ impl KubeletConfiguration {
         }
     }
 
+    /// containerLogMaxSize in bytes.
+    pub fn container_log_max_size(&self) -> Option<u64> {
+        gantry_pod_manager::spec::quantity::Quantity::parse(&self.container_log_max_size)
+            .ok()
+            .and_then(|q| u64::try_from(q.value()).ok())
+    }
+
     /// Checks values Gantry cannot use; every problem names its field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Vec::new();
@@ -319,6 +332,16 @@ impl KubeletConfiguration {
         }
         if self.port == 0 {
             p.push("port must be 1-65535".to_string());
+        }
+        match self.container_log_max_size() {
+            Some(n) if n > 0 => {}
+            _ => p.push(format!(
+                "containerLogMaxSize {:?} is not a positive quantity",
+                self.container_log_max_size
+            )),
+        }
+        if self.container_log_max_files < 2 {
+            p.push("containerLogMaxFiles must be at least 2".to_string());
         }
         if self.read_only_port != 0 {
             p.push(
@@ -490,6 +513,8 @@ staticPodPath: /etc/kubernetes/manifests
             read_only_port: 10255,
             sync_frequency: "often".into(),
             cluster_domain: "Cluster.Local".into(),
+            container_log_max_size: "ten megs".into(),
+            container_log_max_files: 1,
             ..Default::default()
         };
         let msg = c.validate().unwrap_err().to_string();
@@ -499,10 +524,16 @@ staticPodPath: /etc/kubernetes/manifests
             "readOnlyPort",
             "syncFrequency",
             "clusterDomain",
+            "containerLogMaxSize",
+            "containerLogMaxFiles",
         ] {
             assert!(msg.contains(field), "{field} missing from: {msg}");
         }
         assert!(KubeletConfiguration::default().validate().is_ok());
+        assert_eq!(
+            KubeletConfiguration::default().container_log_max_size(),
+            Some(10 << 20)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! containerd's CRI plugin alike.
 
 pub mod labels;
+pub mod log_rotation;
 pub mod runtime;
 pub mod spec;
 pub mod status;

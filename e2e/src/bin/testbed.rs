@@ -1,8 +1,9 @@
 //! `testbed`: the test bed from the command line.
 //!
-//!   testbed up [--name dev] [--apply DIR_OR_FILE]...   start a bed with the reference
-//!                                                       node, apply manifests, wait for
-//!                                                       their pods, leave it running
+//!   testbed up [--name dev] [--apply DIR_OR_FILE]...   start a bed with a Gantry node
+//!              [--node-kind gantry|reference]           (or the reference node), apply
+//!                                                       manifests, wait for their pods,
+//!                                                       leave it running
 //!   testbed down [--name dev | --all]                   tear beds down
 //!   testbed env [--name dev]                            shell lines to use kubectl on it
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use gantry_e2e::gantry_node::{self, NodeRuntime};
 use gantry_e2e::state::BedState;
 use gantry_e2e::{paths, teardown, wait, Bed, BedOptions, BED_ROOT};
 
@@ -24,10 +26,17 @@ struct Cli {
     command: Cmd,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum NodeKind {
+    Gantry,
+    Reference,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start a bed (control plane, image mirror, containerd) with the reference node,
-    /// apply manifests, wait until their pods run, and leave everything running.
+    /// Start a bed (control plane, image mirror, containerd) with a node (`gantry node`
+    /// on its embedded CRI, or the reference node), apply manifests, wait until their
+    /// pods run, and leave everything running.
     Up {
         #[arg(long, default_value = "dev")]
         name: String,
@@ -35,8 +44,12 @@ enum Cmd {
         #[arg(long)]
         apply: Vec<PathBuf>,
         /// Name of the node.
-        #[arg(long, default_value = "reference")]
+        #[arg(long, default_value = "gantry")]
         node: String,
+        /// Which node: `gantry` (gantry node, embedded CRI) or `reference` (the
+        /// upstream kubelet on containerd's CRI plugin).
+        #[arg(long, default_value = "gantry")]
+        node_kind: NodeKind,
     },
     /// Tear down a bed and everything it made on the host.
     Down {
@@ -55,7 +68,12 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Up { name, apply, node } => up(&name, &apply, &node),
+        Cmd::Up {
+            name,
+            apply,
+            node,
+            node_kind,
+        } => up(&name, &apply, &node, node_kind),
         Cmd::Down { name, all } => {
             if all {
                 teardown::teardown_all()
@@ -72,14 +90,24 @@ fn main() -> Result<()> {
     }
 }
 
-fn up(name: &str, manifests: &[PathBuf], node: &str) -> Result<()> {
+fn up(name: &str, manifests: &[PathBuf], node: &str, kind: NodeKind) -> Result<()> {
     let started = std::time::Instant::now();
     let mut bed = Bed::start(&BedOptions::named(name))?;
     eprintln!(
         "testbed: control plane, mirror and containerd up in {:.1?}",
         started.elapsed()
     );
-    bed.start_reference_node(node)?;
+    let cri_socket = match kind {
+        NodeKind::Gantry => {
+            let n = gantry_node::start(&mut bed, node, NodeRuntime::Embedded)
+                .with_context(|| format!("start gantry node {node}"))?;
+            Some(n.cri_socket)
+        }
+        NodeKind::Reference => {
+            bed.start_reference_node(node)?;
+            None
+        }
+    };
     eprintln!("testbed: node {node} Ready after {:.1?}", started.elapsed());
     let kubectl = bed.kubectl()?;
     for m in manifests {
@@ -114,6 +142,12 @@ fn up(name: &str, manifests: &[PathBuf], node: &str) -> Result<()> {
         started.elapsed()
     );
     print_env(&dir);
+    if let Some(socket) = cri_socket {
+        println!(
+            "export CONTAINER_RUNTIME_ENDPOINT=unix://{}",
+            socket.display()
+        );
+    }
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use crate::spec::{self, NodeContext};
 use crate::status::{self, ContainerState, ContainerView, WorkerFacts};
 use crate::Cri;
 
+mod gc;
 mod pull;
 mod terminate;
 
@@ -133,6 +134,7 @@ impl<C: Cluster> Worker<C> {
             Ok(rt) => rt,
             Err(_) => rt,
         };
+        self.collect_dead(&rt).await;
         let status = self.status(pod, &rt, false);
         let terminal = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
         self.cluster.report_status(pod, status);
@@ -576,9 +578,8 @@ pub fn go_duration(d: Duration) -> String {
         format!("{secs}s")
     } else {
         let ms = d.as_millis();
-        format!("{}.{:03}s", ms / 1000, ms % 1000)
-            .trim_end_matches('0')
-            .to_string()
+        let number = format!("{}.{:03}", ms / 1000, ms % 1000);
+        format!("{}s", number.trim_end_matches('0'))
     }
 }
 
