@@ -17,6 +17,7 @@ use crate::config::{parse_duration, KubeletConfiguration};
 use crate::events::Recorder;
 use crate::machine::Machine;
 use crate::node::{NodeAgent, NodeSpec};
+use crate::rate_limit::RateLimiter;
 use crate::{pod_source, runtime, server, static_pods};
 use std::sync::Arc;
 
@@ -59,7 +60,8 @@ pub async fn run(
     if config.rotate_certificates {
         tokio::spawn(bootstrap::rotate_forever(creds.clone(), client.clone()));
     }
-    let (events, post_events) = Recorder::new(client.clone(), &opts.node_name);
+    let limiter = Arc::new(RateLimiter::kubelet_default());
+    let (events, post_events) = Recorder::new(client.clone(), &opts.node_name, limiter.clone());
     tokio::spawn(post_events);
 
     std::fs::create_dir_all(&opts.root_dir)
@@ -87,7 +89,7 @@ pub async fn run(
     let machine = agent.machine.clone();
     tokio::spawn(async move { agent.run().await });
 
-    let cluster = ApiCluster::new(client.clone(), events.clone());
+    let cluster = ApiCluster::new(client.clone(), events.clone(), limiter);
     tokio::spawn(cluster.clone().post_statuses());
     let node = node_context(config, &opts, &machine);
     let static_dir =

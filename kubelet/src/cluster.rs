@@ -16,9 +16,11 @@ use tokio::sync::Notify;
 
 use crate::bootstrap::ClientHandle;
 use crate::events::Recorder;
+use crate::rate_limit::RateLimiter;
 
 pub struct ApiCluster {
     client: ClientHandle,
+    limiter: Arc<RateLimiter>,
     events: Recorder,
     statuses: Mutex<HashMap<String, Pending>>,
     posted: Mutex<HashMap<String, PodStatus>>,
@@ -35,9 +37,14 @@ struct Pending {
 }
 
 impl ApiCluster {
-    pub fn new(client: ClientHandle, events: Recorder) -> Arc<ApiCluster> {
+    pub fn new(
+        client: ClientHandle,
+        events: Recorder,
+        limiter: Arc<RateLimiter>,
+    ) -> Arc<ApiCluster> {
         Arc::new(ApiCluster {
             client,
+            limiter,
             events,
             statuses: Mutex::new(HashMap::new()),
             posted: Mutex::new(HashMap::new()),
@@ -66,6 +73,7 @@ impl ApiCluster {
         if lock(&self.posted).get(uid) == Some(&p.status) {
             return Ok(());
         }
+        self.limiter.acquire().await;
         let pods: Api<Pod> = Api::namespaced(self.client.get(), &p.namespace);
         let mut patch = serde_json::json!({ "status": p.status });
         if !p.mirror {

@@ -11,6 +11,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::sync::mpsc;
 
 use crate::bootstrap::ClientHandle;
+use crate::rate_limit::RateLimiter;
+use std::sync::Arc;
 
 struct Pending {
     object: ObjectReference,
@@ -30,13 +32,14 @@ impl Recorder {
     pub fn new(
         client: ClientHandle,
         node: &str,
+        limiter: Arc<RateLimiter>,
     ) -> (Recorder, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let recorder = Recorder {
             tx,
             node: node.to_string(),
         };
-        (recorder, post_events(client, node.to_string(), rx))
+        (recorder, post_events(client, node.to_string(), rx, limiter))
     }
 
     /// An event about the Node (Starting, NodeReady, ...). Upstream's node events carry
@@ -64,7 +67,12 @@ impl Recorder {
 /// (namespace, uid, fieldPath, type, reason, message): events that count as one.
 type EventKey = (String, String, String, String, String, String);
 
-async fn post_events(client: ClientHandle, node: String, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn post_events(
+    client: ClientHandle,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    limiter: Arc<RateLimiter>,
+) {
     let mut seen: HashMap<EventKey, (String, i32)> = HashMap::new();
     while let Some(p) = rx.recv().await {
         let namespace = p
@@ -80,6 +88,7 @@ async fn post_events(client: ClientHandle, node: String, mut rx: mpsc::Unbounded
             p.reason.clone(),
             p.message.clone(),
         );
+        limiter.acquire().await;
         let events: Api<Event> = Api::namespaced(client.get(), &namespace);
         let now = jiff::Timestamp::now();
         if let Some((name, count)) = seen.get_mut(&key) {

@@ -12,6 +12,7 @@ mod events;
 mod machine;
 mod node;
 mod pod_source;
+mod rate_limit;
 mod runtime;
 mod server;
 mod static_pods;

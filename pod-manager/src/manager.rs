@@ -75,10 +75,17 @@ impl<C: Cluster> PodManager<C> {
         lock(&self.finished).remove(&uid);
         let mut workers = lock(&self.workers);
         if let Some(h) = workers.get(&uid) {
-            // A Gone pod stays gone.
-            if !matches!(&*h.desired.borrow(), Desired::Gone(_)) {
-                let _ = h.desired.send(Desired::Pod(Box::new(pod)));
-            }
+            // A Gone pod stays gone. An update that only carries the status the node
+            // posted itself (or other bookkeeping) is kept without waking the worker:
+            // otherwise every status patch would come back as another sync.
+            h.desired.send_if_modified(|d| match d {
+                Desired::Gone(_) => false,
+                Desired::Pod(old) => {
+                    let wake = !same_intent(old, &pod);
+                    *d = Desired::Pod(Box::new(pod));
+                    wake
+                }
+            });
             return;
         }
         // A finished pod that is not being deleted needs no worker... unless the
@@ -314,6 +321,38 @@ impl<C: Cluster> PodManager<C> {
     }
 }
 
+/// Whether two versions of a pod ask the same of the node: spec, labels,
+/// annotations and deletion.
+fn same_intent(a: &Pod, b: &Pod) -> bool {
+    a.spec == b.spec
+        && a.metadata.labels == b.metadata.labels
+        && a.metadata.annotations == b.metadata.annotations
+        && a.metadata.deletion_timestamp == b.metadata.deletion_timestamp
+        && a.metadata.deletion_grace_period_seconds == b.metadata.deletion_grace_period_seconds
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_only_update_asks_nothing_new() {
+        let a = Pod {
+            spec: Some(Default::default()),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        });
+        b.metadata.resource_version = Some("42".into());
+        assert!(same_intent(&a, &b));
+        b.metadata.deletion_grace_period_seconds = Some(30);
+        assert!(!same_intent(&a, &b));
+    }
 }

@@ -70,6 +70,8 @@ pub struct Worker<C> {
     /// Why a container is not running, when the worker knows better than the runtime.
     waiting: BTreeMap<String, (String, String)>,
     start_time: Option<Time>,
+    /// Exited containers whose back-off was announced with an event.
+    announced_backoff: std::collections::HashSet<String>,
 }
 
 enum Kind {
@@ -96,6 +98,7 @@ impl<C: Cluster> Worker<C> {
             pulls: Backoff::default(),
             waiting: BTreeMap::new(),
             start_time: None,
+            announced_backoff: Default::default(),
         }
     }
 
@@ -354,7 +357,10 @@ impl<C: Cluster> Worker<C> {
         {
             self.restarts.reset(&key);
         }
-        if let Some(left) = self.restarts.remaining(&key, Instant::now()) {
+        if let Some(left) = self
+            .restarts
+            .remaining_since(&key, finished, Instant::now())
+        {
             let window = self.restarts.window(&key).unwrap_or_default();
             self.waiting.insert(
                 c.name.clone(),
@@ -370,17 +376,20 @@ impl<C: Cluster> Worker<C> {
                     ),
                 ),
             );
-            self.cluster.event(
-                pod,
-                Some(field_path(pod, &c.name)),
-                "Warning",
-                "BackOff",
-                &format!(
-                    "Back-off restarting failed container {} in pod {}",
-                    c.name,
-                    pod_name(pod)
-                ),
-            );
+            // One event per exit; syncs inside the window say nothing new.
+            if self.announced_backoff.insert(last.id.clone()) {
+                self.cluster.event(
+                    pod,
+                    Some(field_path(pod, &c.name)),
+                    "Warning",
+                    "BackOff",
+                    &format!(
+                        "Back-off restarting failed container {} in pod {}",
+                        c.name,
+                        pod_name(pod)
+                    ),
+                );
+            }
             return Some(left);
         }
         self.restarts.fail(&key, finished);

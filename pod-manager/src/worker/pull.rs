@@ -109,20 +109,24 @@ impl<C: Cluster> Worker<C> {
                     format!("Back-off pulling image \"{image}\""),
                 ),
             );
-            self.cluster.event(
-                pod,
-                Some(fp.to_string()),
-                "Normal",
-                "BackOff",
-                &format!("Back-off pulling image \"{image}\""),
-            );
-            self.cluster.event(
-                pod,
-                Some(fp.to_string()),
-                "Warning",
-                "Failed",
-                "Error: ImagePullBackOff",
-            );
+            // Announced once per back-off window.
+            let window = format!("{key}#{}", self.pulls.failures(&key));
+            if self.announced_backoff.insert(window) {
+                self.cluster.event(
+                    pod,
+                    Some(fp.to_string()),
+                    "Normal",
+                    "BackOff",
+                    &format!("Back-off pulling image \"{image}\""),
+                );
+                self.cluster.event(
+                    pod,
+                    Some(fp.to_string()),
+                    "Warning",
+                    "Failed",
+                    "Error: ImagePullBackOff",
+                );
+            }
             return Err(left);
         }
         self.cluster.event(
