@@ -84,6 +84,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     port_forward_reaches_a_pod(&k)?;
     interactive_commands_work(&k)?;
     kubelet_api_refuses_strangers(&k, node)?;
+    sandbox_is_recreated_when_it_stops(&k, node)?;
     restart_adopts_every_container(bed, node)?;
     Ok(())
 }
@@ -411,6 +412,52 @@ fn kubelet_api_refuses_strangers(k: &Kubectl, node: &GantryNode) -> Result<()> {
     ensure!(
         stranger == "403",
         "/pods with a service account's token answered {stranger}"
+    );
+    Ok(())
+}
+
+/// A pod sandbox stopped behind the node's back (`crictl stopp`, as if it died) is
+/// replaced: a SandboxChanged event, a new sandbox, the container restarted in it.
+fn sandbox_is_recreated_when_it_stops(k: &Kubectl, node: &GantryNode) -> Result<()> {
+    let crictl = |args: &[&str]| -> Result<String> {
+        let out = node.crictl()?.args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "crictl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let before = crictl(&["pods", "--name", "^ticker$", "--state", "Ready", "-q"])?;
+    ensure!(
+        before.lines().count() == 1,
+        "ready ticker sandboxes: {before:?}"
+    );
+    let restarts = |p: &Value| {
+        container_status(p, "ticker")
+            .and_then(|s| s["restartCount"].as_u64())
+            .unwrap_or(0)
+    };
+    let restarts_before = restarts(&pod(k, "ticker")?);
+    crictl(&["stopp", &before])?;
+    wait::until(
+        "ticker to run again in a new sandbox",
+        Duration::from_secs(90),
+        || {
+            let now = crictl(&["pods", "--name", "^ticker$", "--state", "Ready", "-q"])?;
+            let p = pod(k, "ticker")?;
+            let running =
+                container_status(&p, "ticker").is_some_and(|s| !s["state"]["running"].is_null());
+            Ok(
+                (!now.is_empty() && now != before && running && restarts(&p) > restarts_before)
+                    .then_some(()),
+            )
+        },
+    )?;
+    let describe = k.run(&["describe", "pod", "ticker"])?;
+    ensure!(
+        describe.contains("Pod sandbox changed, it will be killed and re-created."),
+        "no SandboxChanged event:\n{describe}"
     );
     Ok(())
 }

@@ -81,13 +81,21 @@ impl ApiCluster {
             // name never gets this one's status.
             patch["metadata"] = serde_json::json!({ "uid": uid });
         }
+        // A JSON merge patch: lists (podIPs, conditions, container statuses) are
+        // replaced whole. A strategic merge would merge podIPs by address and keep
+        // the old sandbox's IP next to the new one's.
         match pods
-            .patch_status(&p.name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {}
             // Gone (deleted, or UID mismatch): nothing to post to.
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            // Refused as invalid: posting it again cannot help; the next change will
+            // be posted.
+            Err(kube::Error::Api(e)) if e.code == 422 => {
+                tracing::error!(pod = %format!("{}/{}", p.namespace, p.name), error = %e.message, "the API server refused the pod's status");
+            }
             Err(e) => return Err(e),
         }
         lock(&self.posted).insert(uid.to_string(), p.status.clone());

@@ -199,6 +199,21 @@ impl<C: Cluster> Worker<C> {
         for c in spec.init_containers.iter().flatten() {
             let sidecar = c.restart_policy.as_deref() == Some("Always");
             let latest = rt.latest(&c.name).cloned();
+            // A new sandbox runs the init containers again, as upstream: one that
+            // finished in an earlier sandbox counts as not run.
+            let earlier_sandbox = latest
+                .as_ref()
+                .is_some_and(|l| !l.sandbox_id.is_empty() && l.sandbox_id != sandbox.id);
+            if earlier_sandbox && latest.as_ref().map(|l| l.state) != Some(ContainerState::Running)
+            {
+                let attempt = latest.as_ref().map_or(0, |l| l.attempt + 1);
+                let kind = if sidecar { Kind::Sidecar } else { Kind::Init };
+                earlier(self.start_new(pod, c, kind, &sandbox, attempt).await);
+                if sidecar {
+                    continue;
+                }
+                return Next::After(soonest.unwrap_or(RESYNC));
+            }
             match latest.as_ref().map(|l| l.state) {
                 Some(ContainerState::Running) => {
                     self.waiting.remove(&c.name);
