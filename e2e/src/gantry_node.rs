@@ -110,6 +110,9 @@ fn start_with(
         "failSwapOn": false,
         "resolvConf": "/etc/resolv.conf",
         "staticPodPath": dir.join("manifests"),
+        // Small, so the e2e suite sees rotation happen.
+        "containerLogMaxSize": "1Mi",
+        "containerLogMaxFiles": 3,
     });
     if runtime == NodeRuntime::Containerd {
         config["containerRuntimeEndpoint"] = json!(format!("unix://{}", ctd.socket.display()));

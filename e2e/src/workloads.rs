@@ -66,6 +66,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
         "missing-image.yaml",
         "missing-configmap-key.yaml",
         "ticker.yaml",
+        "chatty.yaml",
     ] {
         k.run(&["apply", "-f", &example(m)])?;
     }
@@ -83,6 +84,8 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     static_pod_has_a_mirror(&k, &node.name)?;
     port_forward_reaches_a_pod(&k)?;
     interactive_commands_work(&k)?;
+    stats_and_metrics_answer(&k, &node.name)?;
+    logs_rotate(&k, node)?;
     kubelet_api_refuses_strangers(&k, node)?;
     sandbox_is_recreated_when_it_stops(&k, node)?;
     restart_adopts_every_container(bed, node)?;
@@ -378,6 +381,102 @@ fn interactive_commands_work(k: &Kubectl) -> Result<()> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// /stats/summary and /metrics through the API server's node proxy, as
+/// metrics-server and Prometheus read them: the node's pods with memory and CPU from
+/// the kernel's accounting, and the running-pod gauge.
+fn stats_and_metrics_answer(k: &Kubectl, node: &str) -> Result<()> {
+    let summary: Value = serde_json::from_str(&k.run(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/stats/summary"),
+    ])?)?;
+    ensure!(
+        summary["node"]["nodeName"] == node,
+        "summary node: {}",
+        summary["node"]
+    );
+    ensure!(
+        summary["node"]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "node memory: {}",
+        summary["node"]["memory"]
+    );
+    let ticker = summary["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["podRef"]["name"] == "ticker")
+        .with_context(|| format!("no ticker in /stats/summary: {}", summary["pods"]))?;
+    let memory = ticker["containers"][0]["memory"]["workingSetBytes"]
+        .as_u64()
+        .unwrap_or(0);
+    ensure!(
+        memory > 0,
+        "ticker's container memory: {}",
+        ticker["containers"]
+    );
+    let metrics = k.run(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics"),
+    ])?;
+    let running = metrics
+        .lines()
+        .find(|l| l.starts_with("kubelet_running_pods "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("no kubelet_running_pods in /metrics:\n{metrics}"))?;
+    ensure!(running >= 3.0, "kubelet_running_pods {running}");
+    Ok(())
+}
+
+/// With containerLogMaxSize 1Mi and containerLogMaxFiles 3, chatty's 4 MiB of output
+/// is rotated: at most 2 rotated files beside the live one, and `kubectl logs` still
+/// answers.
+fn logs_rotate(k: &Kubectl, node: &GantryNode) -> Result<()> {
+    let uid = pod(k, "chatty")?["metadata"]["uid"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let dir = node
+        .dir
+        .join("pod-logs")
+        .join(format!("default_chatty_{uid}"))
+        .join("chatty");
+    // The last line may sit in the live file or, if a rotation came after it, in
+    // the newest rotated one (kubectl logs reads the live file only, as upstream).
+    let files = wait::until(
+        "chatty to finish writing and its log to be rotated",
+        Duration::from_secs(120),
+        || {
+            let names: Vec<String> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            let rotated = names.iter().filter(|n| n.starts_with("0.log.")).count();
+            let done = names.iter().any(|n| {
+                std::fs::read_to_string(dir.join(n)).is_ok_and(|t| t.contains("done writing"))
+            });
+            Ok((done && rotated >= 1).then_some(names))
+        },
+    )?;
+    k.run(&["logs", "chatty", "--tail", "5"])?;
+    let rotated = files.iter().filter(|n| n.starts_with("0.log.")).count();
+    ensure!(
+        rotated <= 2,
+        "more rotated files than containerLogMaxFiles allows: {files:?}"
+    );
+    ensure!(
+        files.iter().any(|n| n == "0.log"),
+        "no live log file: {files:?}"
+    );
+    Ok(())
 }
 
 /// kubelet API calls without credentials get 401; with a valid token of an identity
