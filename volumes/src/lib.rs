@@ -8,9 +8,15 @@
 //! back. It depends on no other Gantry crate.
 
 pub mod atomic_writer;
+pub mod downward_api;
 pub mod ownership;
+pub mod projection;
 pub mod quantity;
 
 pub use atomic_writer::{AtomicWriteError, AtomicWriter, FileProjection, Payload, WriteOutcome};
 pub use ownership::{mode_with_fs_group, set_volume_ownership, OwnershipError};
+pub use projection::{
+    config_map_payload, downward_api_payload, projected_payload, secret_payload, ProjectedInputs,
+    ProjectionError,
+};
 pub use quantity::{Quantity, QuantityError};
