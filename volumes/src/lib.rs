@@ -9,14 +9,24 @@
 
 pub mod atomic_writer;
 pub mod downward_api;
+pub mod empty_dir;
+pub mod host_path;
+pub mod layout;
+pub mod mountinfo;
 pub mod ownership;
 pub mod projection;
 pub mod quantity;
+pub mod remove;
+mod sys;
 
 pub use atomic_writer::{AtomicWriteError, AtomicWriter, FileProjection, Payload, WriteOutcome};
+pub use empty_dir::EmptyDirError;
+pub use host_path::{check_type as check_host_path_type, HostPathError};
+pub use layout::{Layout, LayoutError};
 pub use ownership::{mode_with_fs_group, set_volume_ownership, OwnershipError};
 pub use projection::{
     config_map_payload, downward_api_payload, projected_payload, secret_payload, ProjectedInputs,
     ProjectionError,
 };
 pub use quantity::{Quantity, QuantityError};
+pub use remove::{remove_all_one_filesystem, RemoveError};
