@@ -13,16 +13,20 @@ pub mod empty_dir;
 pub mod host_path;
 pub mod layout;
 pub mod mountinfo;
+pub mod orphans;
 pub mod ownership;
 pub mod projection;
 pub mod quantity;
 pub mod remove;
+pub mod subpath;
+pub mod subpath_expr;
 mod sys;
 
 pub use atomic_writer::{AtomicWriteError, AtomicWriter, FileProjection, Payload, WriteOutcome};
 pub use empty_dir::EmptyDirError;
 pub use host_path::{check_type as check_host_path_type, HostPathError};
 pub use layout::{Layout, LayoutError};
+pub use orphans::{clean_orphaned_pod_dirs, OrphanError, OrphanReport};
 pub use ownership::{mode_with_fs_group, set_volume_ownership, OwnershipError};
 pub use projection::{
     config_map_payload, downward_api_payload, projected_payload, secret_payload, ProjectedInputs,
@@ -30,3 +34,5 @@ pub use projection::{
 };
 pub use quantity::{Quantity, QuantityError};
 pub use remove::{remove_all_one_filesystem, RemoveError};
+pub use subpath::{bind_subpath, clean_subpaths, open_subpath, SafeSubpath, SubpathError};
+pub use subpath_expr::{expand_subpath_expr, SubpathExprError};

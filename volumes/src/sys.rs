@@ -80,11 +80,24 @@ pub fn unlink_at(dir: &OwnedFd, name: &[u8], is_dir: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// `fchmod(fd, mode)`.
-pub fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
-    // SAFETY: valid fd.
-    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) })?;
-    Ok(())
+/// `readlinkat(dir, name)`: the target of a symlink, as bytes.
+pub fn read_link_at(dir: &OwnedFd, name: &[u8]) -> io::Result<Vec<u8>> {
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: buf is writable for buf.len() bytes; readlinkat does not NUL-terminate.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast::<libc::c_char>(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
 }
 
 /// The names in an open directory (not `.`/`..`), read through `/proc/self/fd` so the
@@ -142,4 +155,9 @@ pub fn is_dir(st: &libc::stat) -> bool {
 
 pub fn is_symlink(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
+/// `/proc/self/fd/N` of an fd: a path the kernel resolves to the very file the fd holds.
+pub fn proc_fd_path(fd: &OwnedFd) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
