@@ -340,7 +340,9 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let cases: &[(&str, &str, Option<&str>, Result<&str, &str>)] = &[
+        // (container, resource, divisor, value or error)
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, Result<&'a str, &'a str>);
+        let cases: &[Case] = &[
             ("app", "limits.cpu", None, Ok("2")),
             ("app", "limits.cpu", Some("1m"), Ok("1250")),
             ("app", "requests.cpu", Some("1m"), Ok("250")),

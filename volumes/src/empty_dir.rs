@@ -212,11 +212,13 @@ mod tests {
 
     #[test]
     fn plan_cases() {
-        let cases: &[(
-            Option<&str>,
-            Option<&str>,
-            Result<(Medium, Option<&str>), &str>,
-        )] = &[
+        // (medium, sizeLimit, (medium, tmpfs options) or error)
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<(Medium, Option<&'a str>), &'a str>,
+        );
+        let cases: &[Case] = &[
             (None, None, Ok((Medium::Disk, None))),
             (Some(""), Some("1Gi"), Ok((Medium::Disk, None))),
             (Some("Memory"), None, Ok((Medium::Memory, None))),

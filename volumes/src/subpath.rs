@@ -340,7 +340,8 @@ mod tests {
     fn resolves_inside_and_refuses_escapes() {
         let (_host, vol, _outside) = volume();
         // (subpath, Ok((resolved, is_dir)) or Err(fragment))
-        let cases: &[(&str, Result<(&str, bool), &str>)] = &[
+        type Case<'a> = (&'a str, Result<(&'a str, bool), &'a str>);
+        let cases: &[Case] = &[
             ("data", Ok(("data", true))),
             ("data/file", Ok(("data/file", false))),
             ("./data//logs/", Ok(("data/logs", true))),
