@@ -11,11 +11,12 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use crate::bed::{free_port, Bed};
+use crate::bed::Bed;
 use crate::host;
-use crate::network::{self, NodeNetwork, CLUSTER_DNS_IP};
+use crate::network::{self, NodeNetwork};
 use crate::paths::{self, CNI_BIN_DIR};
 use crate::process::Recorded;
+use crate::reference_node::kubelet_config;
 use crate::wait;
 
 /// The runtime under `gantry node`.
@@ -80,40 +81,18 @@ fn start_with(
     bed.state.save()?;
     host::create_cgroup_root(&cgroup_root)?;
 
-    let (port, healthz_port) = (free_port()?, free_port()?);
     let ctd = bed.containerd.clone();
     let cri_socket = match runtime {
         NodeRuntime::Embedded => dir.join("cri.sock"),
         NodeRuntime::Containerd => ctd.socket.clone(),
     };
-    let mut config = json!({
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "failCgroupV1": false,
-        "cgroupDriver": "cgroupfs",
-        "cgroupRoot": format!("/{cgroup_root}"),
-        "address": net.gateway,
-        "port": port,
-        "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": healthz_port,
-        "authentication": {
-            "anonymous": { "enabled": false },
-            "webhook": { "enabled": true },
-            "x509": { "clientCAFile": bed.control_plane.pki.ca.cert },
-        },
-        "authorization": { "mode": "Webhook" },
-        "clusterDomain": "cluster.local",
-        "clusterDNS": [CLUSTER_DNS_IP],
-        "podLogsDir": dir.join("pod-logs"),
-        "rotateCertificates": true,
-        "failSwapOn": false,
-        "resolvConf": "/etc/resolv.conf",
-        "staticPodPath": dir.join("manifests"),
-        // Small, so the e2e suite sees rotation happen.
-        "containerLogMaxSize": "1Mi",
-        "containerLogMaxFiles": 3,
-    });
+    let mut config = kubelet_config(bed, &net, &cgroup_root, &dir)?;
+    config["staticPodPath"] = json!(dir.join("manifests"));
+    // Small, so the e2e suite sees rotation happen.
+    config["containerLogMaxSize"] = json!("1Mi");
+    config["containerLogMaxFiles"] = json!(3);
+    let port = config["port"].as_u64().unwrap_or(0) as u16;
+    let healthz_port = config["healthzPort"].as_u64().unwrap_or(0) as u16;
     if runtime == NodeRuntime::Containerd {
         config["containerRuntimeEndpoint"] = json!(format!("unix://{}", ctd.socket.display()));
     }

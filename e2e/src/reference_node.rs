@@ -36,6 +36,45 @@ pub enum Runtime<'a> {
     Gantry(&'a GantryCri),
 }
 
+/// The KubeletConfiguration both kinds of node get in the bed (the same file format
+/// for the upstream kubelet and `gantry node`): cgroupfs under the node's cgroup root,
+/// the node's bridge address, free ports, webhook authentication and authorization
+/// with the bed's CA, the bed's cluster DNS, logs under the node's directory.
+pub fn kubelet_config(
+    bed: &Bed,
+    net: &network::NodeNetwork,
+    cgroup_root: &str,
+    dir: &std::path::Path,
+) -> Result<serde_json::Value> {
+    Ok(json!({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        // This machine is cgroup v1; from 1.35 the kubelet refuses v1 unless told.
+        "failCgroupV1": false,
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": format!("/{cgroup_root}"),
+        // The node's address is its bridge's gateway: the kubelet refuses a loopback node
+        // IP, and the bridge is a host interface the bed made itself.
+        "address": net.gateway,
+        "port": free_port()?,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": free_port()?,
+        "authentication": {
+            "anonymous": { "enabled": false },
+            "webhook": { "enabled": true },
+            "x509": { "clientCAFile": bed.control_plane.pki.ca.cert },
+        },
+        "authorization": { "mode": "Webhook" },
+        "clusterDomain": "cluster.local",
+        "clusterDNS": [CLUSTER_DNS_IP],
+        "podLogsDir": dir.join("pod-logs"),
+        "rotateCertificates": true,
+        "failSwapOn": false,
+        "resolvConf": "/etc/resolv.conf",
+    }))
+}
+
 /// Starts the upstream kubelet as node `name` on `runtime` and waits until the Node is
 /// Ready.
 pub fn start(bed: &mut Bed, name: &str, runtime: Runtime) -> Result<ReferenceNode> {
@@ -56,35 +95,8 @@ pub fn start(bed: &mut Bed, name: &str, runtime: Runtime) -> Result<ReferenceNod
     bed.state.save()?;
     host::create_cgroup_root(&cgroup_root)?;
 
-    let (port, healthz_port) = (free_port()?, free_port()?);
-    let config = json!({
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        // This machine is cgroup v1; from 1.35 the kubelet refuses v1 unless told.
-        "failCgroupV1": false,
-        "cgroupDriver": "cgroupfs",
-        "cgroupRoot": format!("/{cgroup_root}"),
-        // The node's address is its bridge's gateway: the kubelet refuses a loopback node
-        // IP, and the bridge is a host interface the bed made itself.
-        "address": net.gateway,
-        "port": port,
-        "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": healthz_port,
-        "authentication": {
-            "anonymous": { "enabled": false },
-            "webhook": { "enabled": true },
-            "x509": { "clientCAFile": bed.control_plane.pki.ca.cert },
-        },
-        "authorization": { "mode": "Webhook" },
-        "containerRuntimeEndpoint": endpoint,
-        "clusterDomain": "cluster.local",
-        "clusterDNS": [CLUSTER_DNS_IP],
-        "podLogsDir": dir.join("pod-logs"),
-        "rotateCertificates": true,
-        "failSwapOn": false,
-        "resolvConf": "/etc/resolv.conf",
-    });
+    let mut config = kubelet_config(bed, &net, &cgroup_root, &dir)?;
+    config["containerRuntimeEndpoint"] = json!(endpoint);
     let config_path = dir.join("kubelet-config.json");
     fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
 

@@ -102,27 +102,72 @@ struct EmbeddedCriArgs {
     /// The socket the embedded CRI is also served on, for crictl.
     #[arg(long, default_value = "/run/gantry/cri.sock")]
     cri_socket: PathBuf,
-    #[arg(long, default_value = "/run/containerd/containerd.sock")]
-    containerd_address: PathBuf,
-    #[arg(long, default_value = "gantry")]
-    containerd_namespace: String,
-    #[arg(long, default_value = "/var/lib/containerd")]
-    containerd_root: PathBuf,
-    #[arg(long, default_value = "/etc/gantry/certs.d")]
-    registry_config_path: PathBuf,
-    #[arg(long, default_value = "/etc/cni/net.d")]
-    cni_conf_dir: PathBuf,
-    #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
-    cni_bin_dirs: Vec<PathBuf>,
     /// The embedded CRI's volatile state.
     #[arg(long, default_value = "/run/gantry/cri")]
     cri_state_dir: PathBuf,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// What Gantry's CRI runs on, for `gantry cri` and the embedded CRI alike.
+#[derive(Args)]
+struct RuntimeArgs {
+    /// containerd's gRPC socket.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    containerd_address: PathBuf,
+    /// containerd namespace for Gantry's images, containers and snapshots.
+    #[arg(long, default_value = "gantry")]
+    containerd_namespace: String,
+    /// containerd's root directory (its snapshotter there is the image filesystem).
+    #[arg(long, default_value = "/var/lib/containerd")]
+    containerd_root: PathBuf,
+    /// Registry host configuration in containerd's hosts.toml layout (DIR/HOST/hosts.toml):
+    /// mirrors, plain-HTTP registries.
+    #[arg(long, default_value = "/etc/gantry/certs.d")]
+    registry_config_path: PathBuf,
+    /// CNI network configuration directory.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// CNI plugin directories (repeat the flag for several).
+    #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    cni_bin_dirs: Vec<PathBuf>,
+    /// runc's state directory (runc --root); the shim's default when not given.
     #[arg(long)]
     runc_root: Option<PathBuf>,
+    /// Address of the exec/attach/port-forward streaming server (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     stream_address: std::net::SocketAddr,
+    /// Image of the infra process that pods sharing one PID namespace need.
     #[arg(long, default_value = "registry.k8s.io/pause:3.9")]
     pod_infra_image: String,
+}
+
+impl RuntimeArgs {
+    /// The CRI config, given where its own state goes.
+    fn config(
+        self,
+        listen: PathBuf,
+        state_dir: PathBuf,
+        root_dir: PathBuf,
+        default_cgroup_parent: String,
+    ) -> CriConfig {
+        CriConfig {
+            listen,
+            containerd_address: self.containerd_address,
+            namespace: self.containerd_namespace,
+            containerd_root: self.containerd_root,
+            snapshotter: "overlayfs".to_string(),
+            registry_config_path: Some(self.registry_config_path),
+            cni_conf_dir: self.cni_conf_dir,
+            cni_bin_dirs: self.cni_bin_dirs,
+            state_dir,
+            root_dir,
+            runc_root: self.runc_root,
+            default_cgroup_parent,
+            stream_address: self.stream_address,
+            infra_image: self.pod_infra_image,
+        }
+    }
 }
 
 impl NodeArgs {
@@ -145,63 +190,27 @@ struct CriArgs {
     /// Unix socket to serve the CRI on.
     #[arg(long, default_value = "/run/gantry/cri.sock")]
     listen: PathBuf,
-    /// containerd's gRPC socket.
-    #[arg(long, default_value = "/run/containerd/containerd.sock")]
-    containerd_address: PathBuf,
-    /// containerd namespace for Gantry's images, containers and snapshots.
-    #[arg(long, default_value = "gantry")]
-    containerd_namespace: String,
-    /// containerd's root directory (its snapshotter there is the image filesystem).
-    #[arg(long, default_value = "/var/lib/containerd")]
-    containerd_root: PathBuf,
-    /// Registry host configuration in containerd's hosts.toml layout (DIR/HOST/hosts.toml):
-    /// mirrors, plain-HTTP registries.
-    #[arg(long, default_value = "/etc/gantry/certs.d")]
-    registry_config_path: PathBuf,
-    /// CNI network configuration directory.
-    #[arg(long, default_value = "/etc/cni/net.d")]
-    cni_conf_dir: PathBuf,
-    /// CNI plugin directories (repeat the flag for several).
-    #[arg(long = "cni-bin-dir", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
-    cni_bin_dirs: Vec<PathBuf>,
     /// Volatile state (stdio FIFOs, namespace pins, /dev/shm mounts); gone after reboot.
     #[arg(long, default_value = "/run/gantry/cri")]
     state_dir: PathBuf,
     /// Persistent state (sandbox hostname/hosts/resolv.conf files, CNI result cache).
     #[arg(long, default_value = "/var/lib/gantry/cri")]
     root_dir: PathBuf,
-    /// runc's state directory (runc --root); the shim's default when not given.
-    #[arg(long)]
-    runc_root: Option<PathBuf>,
     /// Cgroup parent of containers whose sandbox names none (cgroupfs path).
     #[arg(long, default_value = "/gantry")]
     default_cgroup_parent: String,
-    /// Address of the exec/attach/port-forward streaming server (port 0: any free port).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    stream_address: std::net::SocketAddr,
-    /// Image of the infra process that pods sharing one PID namespace need.
-    #[arg(long, default_value = "registry.k8s.io/pause:3.9")]
-    pod_infra_image: String,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 impl CriArgs {
     fn into_config(self) -> CriConfig {
-        CriConfig {
-            listen: self.listen,
-            containerd_address: self.containerd_address,
-            namespace: self.containerd_namespace,
-            containerd_root: self.containerd_root,
-            snapshotter: "overlayfs".to_string(),
-            registry_config_path: Some(self.registry_config_path),
-            cni_conf_dir: self.cni_conf_dir,
-            cni_bin_dirs: self.cni_bin_dirs,
-            state_dir: self.state_dir,
-            root_dir: self.root_dir,
-            runc_root: self.runc_root,
-            default_cgroup_parent: self.default_cgroup_parent,
-            stream_address: self.stream_address,
-            infra_image: self.pod_infra_image,
-        }
+        self.runtime.config(
+            self.listen,
+            self.state_dir,
+            self.root_dir,
+            self.default_cgroup_parent,
+        )
     }
 }
 
@@ -256,22 +265,12 @@ fn run_node(args: NodeArgs) -> i32 {
         }
     };
     let c = args.cri;
-    let cri = CriConfig {
-        listen: c.cri_socket,
-        containerd_address: c.containerd_address,
-        namespace: c.containerd_namespace,
-        containerd_root: c.containerd_root,
-        snapshotter: "overlayfs".to_string(),
-        registry_config_path: Some(c.registry_config_path),
-        cni_conf_dir: c.cni_conf_dir,
-        cni_bin_dirs: c.cni_bin_dirs,
-        state_dir: c.cri_state_dir,
-        root_dir: args.root_dir.join("cri"),
-        runc_root: c.runc_root,
-        default_cgroup_parent: format!("{}/gantry-cri", config.cgroup_root.trim_end_matches('/')),
-        stream_address: c.stream_address,
-        infra_image: c.pod_infra_image,
-    };
+    let cri = c.runtime.config(
+        c.cri_socket,
+        c.cri_state_dir,
+        args.root_dir.join("cri"),
+        format!("{}/gantry-cri", config.cgroup_root.trim_end_matches('/')),
+    );
     let opts = agent::Options {
         config,
         node_name,
