@@ -67,6 +67,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
         "missing-configmap-key.yaml",
         "ticker.yaml",
         "chatty.yaml",
+        "emptydir.yaml",
     ] {
         k.run(&["apply", "-f", &example(m)])?;
     }
@@ -86,6 +87,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     interactive_commands_work(&k)?;
     stats_and_metrics_answer(&k, &node.name)?;
     logs_rotate(&k, node)?;
+    empty_dir_outlives_containers(&k, node)?;
     kubelet_api_refuses_strangers(&k, node)?;
     sandbox_is_recreated_when_it_stops(&k, node)?;
     restart_adopts_every_container(bed, node)?;
@@ -475,6 +477,78 @@ fn logs_rotate(k: &Kubectl, node: &GantryNode) -> Result<()> {
     ensure!(
         files.iter().any(|n| n == "0.log"),
         "no live log file: {files:?}"
+    );
+    Ok(())
+}
+
+/// emptyDir: the writer's run count grows across its restarts (the data outlives the
+/// container), the reader sees it read-only, /cache is a tmpfs, and deleting the pod
+/// removes its volumes from the node.
+fn empty_dir_outlives_containers(k: &Kubectl, node: &GantryNode) -> Result<()> {
+    let count = wait::until(
+        "the writer to have run three times",
+        Duration::from_secs(120),
+        || {
+            let out = k.run(&[
+                "exec",
+                "emptydir",
+                "-c",
+                "reader",
+                "--",
+                "cat",
+                "/data/count",
+            ]);
+            Ok(out
+                .ok()
+                .and_then(|o| o.trim().parse::<u32>().ok())
+                .filter(|n| *n >= 3))
+        },
+    )?;
+    let p = pod(k, "emptydir")?;
+    let restarts = container_status(&p, "writer")
+        .and_then(|s| s["restartCount"].as_u64())
+        .unwrap_or(0);
+    ensure!(
+        restarts + 1 >= u64::from(count) - 1,
+        "count {count} but {restarts} restarts"
+    );
+    let mounts = k.run(&[
+        "exec",
+        "emptydir",
+        "-c",
+        "reader",
+        "--",
+        "cat",
+        "/proc/mounts",
+    ])?;
+    ensure!(
+        mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("/cache") && l.contains("tmpfs")),
+        "/cache is not a tmpfs:\n{mounts}"
+    );
+    let write = k.run(&[
+        "exec",
+        "emptydir",
+        "-c",
+        "reader",
+        "--",
+        "sh",
+        "-c",
+        "echo x > /data/x 2>&1 || echo refused",
+    ])?;
+    ensure!(
+        write.contains("refused") || write.contains("Read-only"),
+        "a read-only mount took a write: {write:?}"
+    );
+    let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let pod_dir = node.dir.join("root/pods").join(&uid);
+    ensure!(pod_dir.exists(), "no pod directory {}", pod_dir.display());
+    k.run(&["delete", "pod", "emptydir", "--wait=true", "--timeout=60s"])?;
+    ensure!(
+        !pod_dir.exists(),
+        "{} is left after the pod was deleted",
+        pod_dir.display()
     );
     Ok(())
 }

@@ -196,6 +196,7 @@ fn node_context(config: &KubeletConfiguration, opts: &Options, machine: &Machine
         cluster_domain: config.cluster_domain.clone(),
         host_dns: read_resolv_conf(&config.resolv_conf),
         pod_logs_dir: config.pod_logs_dir.clone(),
+        volumes_root: opts.root_dir.to_string_lossy().into_owned(),
         cgroup_parent: format!("{}/kubepods", config.cgroup_root.trim_end_matches('/')),
         allocatable_cpu_millis: machine.cpus as i64 * 1000,
         allocatable_memory: machine.memory_bytes as i64,

@@ -16,5 +16,6 @@ pub use runtime::Cri;
 pub mod backoff;
 pub mod cluster;
 pub mod manager;
+pub mod pod_volumes;
 pub mod runtime_state;
 pub mod worker;

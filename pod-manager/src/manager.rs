@@ -182,6 +182,7 @@ impl<C: Cluster> PodManager<C> {
         let events = self.clone();
         tokio::spawn(async move { events.follow_events().await });
         let mut last: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
+        let mut dirs_cleaned = false;
         let mut tick = tokio::time::interval(RELIST_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -196,6 +197,10 @@ impl<C: Cluster> PodManager<C> {
             }
             if *self.sources_synced.borrow() {
                 self.collect_orphans(&now).await;
+                if !dirs_cleaned {
+                    dirs_cleaned = true;
+                    self.clean_orphaned_dirs();
+                }
             }
             last = now;
         }
@@ -240,6 +245,18 @@ impl<C: Cluster> PodManager<C> {
             v.sort();
         }
         Ok(out)
+    }
+
+    /// Pod directories (volumes) of pods no source knows and no worker runs, left by a
+    /// crash between a pod's removal and its directory's: unmounted and removed, once,
+    /// after every source has listed.
+    fn clean_orphaned_dirs(&self) {
+        let live: std::collections::BTreeSet<String> =
+            lock(&self.workers).keys().cloned().collect();
+        let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
+        if let Err(e) = gantry_volumes::clean_orphaned_pod_dirs(&layout, &live) {
+            tracing::warn!(error = %e, "orphaned pod directories");
+        }
     }
 
     /// Pods in the runtime that no source knows: a worker told they are Gone.

@@ -26,7 +26,7 @@ pub use atomic_writer::{AtomicWriteError, AtomicWriter, FileProjection, Payload,
 pub use empty_dir::EmptyDirError;
 pub use host_path::{check_type as check_host_path_type, HostPathError};
 pub use layout::{Layout, LayoutError};
-pub use orphans::{clean_orphaned_pod_dirs, OrphanError, OrphanReport};
+pub use orphans::{clean_orphaned_pod_dirs, remove_pod_dir, OrphanError, OrphanReport};
 pub use ownership::{mode_with_fs_group, set_volume_ownership, OwnershipError};
 pub use projection::{
     config_map_payload, downward_api_payload, projected_payload, secret_payload, ProjectedInputs,

@@ -92,6 +92,18 @@ pub fn clean_orphaned_pod_dirs(
     Ok(report)
 }
 
+/// Removes the directory of pod `uid` (its volumes unmounted first, deepest first),
+/// when the pod is gone. A missing directory is success; safe to call twice.
+pub fn remove_pod_dir(layout: &Layout, uid: &str) -> Result<(), String> {
+    let dir = layout.pod_dir(uid).map_err(|e| e.to_string())?;
+    // Mount points in mountinfo are real paths.
+    match std::fs::canonicalize(&dir) {
+        Ok(real) => clean_one(&real),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("resolve {}: {e}", dir.display())),
+    }
+}
+
 fn clean_one(pod_dir: &Path) -> Result<(), String> {
     let read = || mountinfo::read_mountinfo().map_err(|e| format!("read mountinfo: {e}"));
     let mounts: Vec<MountInfo> = read()?;

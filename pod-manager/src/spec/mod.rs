@@ -46,6 +46,9 @@ pub struct NodeContext {
     /// The host's resolv.conf (resolvConf setting), parsed, for dnsPolicy Default and
     /// ClusterFirst's fallback.
     pub host_dns: HostDns,
+    /// Where pod directories (and their volumes) live: `<this>/pods/<uid>` (upstream:
+    /// the kubelet's root dir).
+    pub volumes_root: String,
     /// podLogsDir (upstream default /var/log/pods).
     pub pod_logs_dir: String,
     /// The cgroup parent of this pod's sandbox ("" lets the runtime choose).

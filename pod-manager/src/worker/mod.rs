@@ -435,13 +435,25 @@ impl<C: Cluster> Worker<C> {
                 return Some(Duration::from_secs(2));
             }
         };
+        let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
+        let mounts = match crate::pod_volumes::container_mounts(&layout, pod, c) {
+            Ok(m) => m,
+            Err(e) => {
+                // As upstream: the pod waits in ContainerCreating with a FailedMount
+                // event naming the volume.
+                self.waiting
+                    .insert(c.name.clone(), ("ContainerCreating".to_string(), e.clone()));
+                self.cluster.event(pod, None, "Warning", "FailedMount", &e);
+                return Some(Duration::from_secs(10));
+            }
+        };
         let image_user = self.image_user(&image_ref).await;
         let inputs = spec::ContainerInputs {
             image_user,
             image: image_ref,
             restart_count,
             pod_ips: sandbox.ips.clone(),
-            mounts: Vec::new(),
+            mounts,
         };
         let mut config = match spec::container_config(pod, c, &self.node, &sources, &inputs) {
             Ok(cfg) => cfg,

@@ -62,6 +62,14 @@ impl<C: Cluster> Worker<C> {
             }
         }
         self.stop_sandboxes(rt).await;
+        // The pod's volumes go once its containers have stopped, and before the API
+        // object does: as upstream, a deleted pod is gone from the API only when its
+        // resources on the node are reclaimed.
+        let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
+        if let Err(e) = gantry_volumes::remove_pod_dir(&layout, &self.uid) {
+            tracing::warn!(pod = %pod_name(pod), error = %e, "remove the pod's volumes; retrying");
+            return Next::After(Duration::from_secs(5));
+        }
         if let Desired::Pod(_) = desired {
             let after = PodRuntime::read(&self.cri, &self.uid, &self.node.node_name)
                 .await
