@@ -485,20 +485,16 @@ fn logs_rotate(k: &Kubectl, node: &GantryNode) -> Result<()> {
 /// container), the reader sees it read-only, /cache is a tmpfs, and deleting the pod
 /// removes its volumes from the node.
 fn empty_dir_outlives_containers(k: &Kubectl, node: &GantryNode) -> Result<()> {
+    let in_reader = |args: &[&str]| {
+        let mut all = vec!["exec", "emptydir", "-c", "reader", "--"];
+        all.extend_from_slice(args);
+        k.run(&all)
+    };
     let count = wait::until(
         "the writer to have run three times",
         Duration::from_secs(120),
         || {
-            let out = k.run(&[
-                "exec",
-                "emptydir",
-                "-c",
-                "reader",
-                "--",
-                "cat",
-                "/data/count",
-            ]);
-            Ok(out
+            Ok(in_reader(&["cat", "/data/count"])
                 .ok()
                 .and_then(|o| o.trim().parse::<u32>().ok())
                 .filter(|n| *n >= 3))
@@ -512,31 +508,14 @@ fn empty_dir_outlives_containers(k: &Kubectl, node: &GantryNode) -> Result<()> {
         restarts + 1 >= u64::from(count) - 1,
         "count {count} but {restarts} restarts"
     );
-    let mounts = k.run(&[
-        "exec",
-        "emptydir",
-        "-c",
-        "reader",
-        "--",
-        "cat",
-        "/proc/mounts",
-    ])?;
+    let mounts = in_reader(&["cat", "/proc/mounts"])?;
     ensure!(
         mounts
             .lines()
             .any(|l| l.split_whitespace().nth(1) == Some("/cache") && l.contains("tmpfs")),
         "/cache is not a tmpfs:\n{mounts}"
     );
-    let write = k.run(&[
-        "exec",
-        "emptydir",
-        "-c",
-        "reader",
-        "--",
-        "sh",
-        "-c",
-        "echo x > /data/x 2>&1 || echo refused",
-    ])?;
+    let write = in_reader(&["sh", "-c", "echo x > /data/x 2>&1 || echo refused"])?;
     ensure!(
         write.contains("refused") || write.contains("Read-only"),
         "a read-only mount took a write: {write:?}"
