@@ -58,7 +58,7 @@ pub fn container_config(
             })
             .collect(),
         mounts: inputs.mounts.clone(),
-        labels: container_labels(pod, container),
+        labels: super::with_node_label(container_labels(pod, container), node),
         annotations: container_annotations(pod, container, inputs.restart_count),
         log_path: labels::container_log_path(&container.name, inputs.restart_count),
         stdin: container.stdin.unwrap_or(false),

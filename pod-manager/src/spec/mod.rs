@@ -177,3 +177,15 @@ pub(crate) fn pod_ref(pod: &Pod) -> String {
         m.uid.as_deref().unwrap_or_default()
     )
 }
+
+/// `labels` plus Gantry's node label (labels::NODE), which lets two agents share one
+/// runtime without taking each other's pods for orphans.
+fn with_node_label(
+    mut labels: std::collections::HashMap<String, String>,
+    node: &NodeContext,
+) -> std::collections::HashMap<String, String> {
+    if !node.node_name.is_empty() {
+        labels.insert(crate::labels::NODE.to_string(), node.node_name.clone());
+    }
+    labels
+}

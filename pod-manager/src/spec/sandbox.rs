@@ -78,7 +78,7 @@ fn build(pod: &Pod, attempt: u32, node: &NodeContext, hostname: String) -> api::
         log_directory: labels::pod_log_dir(&node.pod_logs_dir, &namespace, &name, &uid),
         dns_config: Some(dns::pod_dns(pod, node)),
         port_mappings: port_mappings(pod),
-        labels: sandbox_labels(pod),
+        labels: super::with_node_label(sandbox_labels(pod), node),
         annotations: meta
             .annotations
             .clone()

@@ -14,7 +14,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::backoff::Backoff;
 use crate::cluster::Cluster;
-use crate::labels;
 use crate::runtime_state::PodRuntime;
 use crate::spec::{self, NodeContext};
 use crate::status::{self, ContainerState, ContainerView, WorkerFacts};
@@ -72,12 +71,6 @@ pub struct Worker<C> {
     start_time: Option<Time>,
     /// Exited containers whose back-off was announced with an event.
     announced_backoff: std::collections::HashSet<String>,
-}
-
-enum Kind {
-    Init,
-    Sidecar,
-    App,
 }
 
 impl<C: Cluster> Worker<C> {
@@ -207,8 +200,7 @@ impl<C: Cluster> Worker<C> {
             if earlier_sandbox && latest.as_ref().map(|l| l.state) != Some(ContainerState::Running)
             {
                 let attempt = latest.as_ref().map_or(0, |l| l.attempt + 1);
-                let kind = if sidecar { Kind::Sidecar } else { Kind::Init };
-                earlier(self.start_new(pod, c, kind, &sandbox, attempt).await);
+                earlier(self.start_new(pod, c, &sandbox, attempt).await);
                 if sidecar {
                     continue;
                 }
@@ -231,12 +223,12 @@ impl<C: Cluster> Worker<C> {
                         // The pod failed; status computation says so.
                         return Next::Idle;
                     }
-                    earlier(self.restart(pod, c, Kind::Init, &sandbox, l).await);
+                    earlier(self.restart(pod, c, &sandbox, l).await);
                     return Next::After(soonest.unwrap_or(RESYNC));
                 }
                 Some(ContainerState::Exited) => {
                     let l = latest.as_ref().expect("matched Some");
-                    earlier(self.restart(pod, c, Kind::Sidecar, &sandbox, l).await);
+                    earlier(self.restart(pod, c, &sandbox, l).await);
                     return Next::After(soonest.unwrap_or(RESYNC));
                 }
                 Some(ContainerState::Created) | Some(ContainerState::Unknown) => {
@@ -246,8 +238,7 @@ impl<C: Cluster> Worker<C> {
                     return Next::After(Duration::from_secs(1));
                 }
                 None => {
-                    let kind = if sidecar { Kind::Sidecar } else { Kind::Init };
-                    earlier(self.start_new(pod, c, kind, &sandbox, 0).await);
+                    earlier(self.start_new(pod, c, &sandbox, 0).await);
                     if sidecar {
                         continue;
                     }
@@ -259,7 +250,7 @@ impl<C: Cluster> Worker<C> {
         for c in spec.containers.iter() {
             let latest = rt.latest(&c.name).cloned();
             match latest {
-                None => earlier(self.start_new(pod, c, Kind::App, &sandbox, 0).await),
+                None => earlier(self.start_new(pod, c, &sandbox, 0).await),
                 Some(l) => match l.state {
                     ContainerState::Running => {
                         self.waiting.remove(&c.name);
@@ -274,7 +265,7 @@ impl<C: Cluster> Worker<C> {
                             _ => true,
                         };
                         if again {
-                            earlier(self.restart(pod, c, Kind::App, &sandbox, &l).await);
+                            earlier(self.restart(pod, c, &sandbox, &l).await);
                         }
                     }
                 },
@@ -314,10 +305,7 @@ impl<C: Cluster> Worker<C> {
             .map(|s| s.attempt + 1)
             .max()
             .unwrap_or(0);
-        let mut config = spec::sandbox_config(pod, attempt, &self.node);
-        config
-            .labels
-            .insert(labels::NODE.to_string(), self.node.node_name.clone());
+        let config = spec::sandbox_config(pod, attempt, &self.node);
         if let Err(e) = std::fs::create_dir_all(&config.log_directory) {
             tracing::warn!(dir = %config.log_directory, error = %e, "create the pod's log directory");
         }
@@ -360,7 +348,6 @@ impl<C: Cluster> Worker<C> {
         &mut self,
         pod: &Pod,
         c: &Container,
-        kind: Kind,
         sandbox: &crate::runtime_state::Sandbox,
         last: &ContainerView,
     ) -> Option<Duration> {
@@ -408,8 +395,7 @@ impl<C: Cluster> Worker<C> {
             return Some(left);
         }
         self.restarts.fail(&key, finished);
-        self.start_new(pod, c, kind, sandbox, last.attempt + 1)
-            .await
+        self.start_new(pod, c, sandbox, last.attempt + 1).await
     }
 
     /// Pull (per policy), build the config, create and start a container. Returns when
@@ -418,7 +404,6 @@ impl<C: Cluster> Worker<C> {
         &mut self,
         pod: &Pod,
         c: &Container,
-        kind: Kind,
         sandbox: &crate::runtime_state::Sandbox,
         restart_count: u32,
     ) -> Option<Duration> {
@@ -455,7 +440,7 @@ impl<C: Cluster> Worker<C> {
             pod_ips: sandbox.ips.clone(),
             mounts,
         };
-        let mut config = match spec::container_config(pod, c, &self.node, &sources, &inputs) {
+        let config = match spec::container_config(pod, c, &self.node, &sources, &inputs) {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.waiting.insert(
@@ -472,18 +457,6 @@ impl<C: Cluster> Worker<C> {
                 return Some(Duration::from_secs(10));
             }
         };
-        config
-            .labels
-            .insert(labels::NODE.to_string(), self.node.node_name.clone());
-        config.labels.insert(
-            labels::CONTAINER_KIND.to_string(),
-            match kind {
-                Kind::Init => "init",
-                Kind::Sidecar => "sidecar",
-                Kind::App => "app",
-            }
-            .to_string(),
-        );
         let sandbox_config = spec::sandbox_config(pod, sandbox.attempt, &self.node);
         let created = self
             .cri

@@ -98,6 +98,11 @@ fn containers_are_labelled_with_their_kind() {
             Some(kind),
             "{name}"
         );
+        assert_eq!(
+            config.labels.get("io.gantry.node").map(String::as_str),
+            Some("node-1"),
+            "the node label lets this agent find its own containers"
+        );
     }
 }
 

@@ -32,6 +32,7 @@ fn the_sandbox_is_named_logged_and_labelled_for_its_pod() {
         ),
         (Some("web"), Some("web"), Some("shop"), Some("uid-1"))
     );
+    assert_eq!(label("io.gantry.node"), Some("node-1"));
     assert_eq!(
         config.annotations.get("team").map(String::as_str),
         Some("shop")
