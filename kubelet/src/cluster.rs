@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use crate::bootstrap::ClientHandle;
 use crate::events::Recorder;
 use crate::rate_limit::RateLimiter;
+use crate::static_pods::is_static;
 
 pub struct ApiCluster {
     client: ClientHandle,
@@ -288,15 +289,6 @@ impl Cluster for LocalCluster {
     }
 
     async fn pod_terminated(&self, _pod: &Pod) {}
-}
-
-/// A pod from a static manifest (its status goes to the mirror pod).
-pub fn is_static(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("kubernetes.io/config.source"))
-        .is_some_and(|s| s == "file")
 }
 
 /// The registry host of an image reference, with Docker Hub's default.

@@ -22,9 +22,9 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use sha2::{Digest, Sha256};
 
 use crate::bootstrap::ClientHandle;
-use crate::pod_source::MIRROR_ANNOTATION;
+use crate::pod_source::{is_mirror, MIRROR_ANNOTATION};
+use gantry_pod_manager::labels::CONFIG_SOURCE;
 
-pub const SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 pub const HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
 /// The source name the pod manager knows this one by.
 pub const SOURCE: &str = "file";
@@ -91,7 +91,7 @@ pub fn static_pod(text: &str, path: &Path, node: &str) -> Result<Pod, String> {
         .annotations
         .get_or_insert_with(Default::default);
     annotations.insert(HASH_ANNOTATION.to_string(), hash);
-    annotations.insert(SOURCE_ANNOTATION.to_string(), "file".to_string());
+    annotations.insert(CONFIG_SOURCE.to_string(), "file".to_string());
     if let Some(spec) = pod.spec.as_mut() {
         spec.node_name = Some(node.to_string());
         spec.restart_policy
@@ -106,6 +106,24 @@ pub fn static_pod(text: &str, path: &Path, node: &str) -> Result<Pod, String> {
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A pod from a static manifest (its status goes to the mirror pod).
+pub fn is_static(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONFIG_SOURCE))
+        .is_some_and(|s| s == "file")
+}
+
+/// The static pod hash a mirror pod was made from.
+fn mirror_hash(mirror: &Pod) -> Option<&String> {
+    mirror
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(MIRROR_ANNOTATION))
 }
 
 /// Runs the static pods of `dir` and keeps their mirror pods (when `client` is given)
@@ -156,12 +174,7 @@ async fn sync_mirrors(
     let mirrors: HashMap<(String, String), Pod> = on_node
         .items
         .into_iter()
-        .filter(|p| {
-            p.metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
-        })
+        .filter(is_mirror)
         .map(|p| {
             (
                 (
@@ -182,14 +195,8 @@ async fn sync_mirrors(
     }
     // Mirrors of a static pod that changed or is gone.
     for (key, mirror) in &mirrors {
-        let current = wanted.get(key).and_then(|p| p.metadata.uid.clone());
-        let hash = mirror
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(MIRROR_ANNOTATION))
-            .cloned();
-        if current.is_none() || current != hash {
+        let current = wanted.get(key).and_then(|p| p.metadata.uid.as_ref());
+        if current.is_none() || current != mirror_hash(mirror) {
             let pods: Api<Pod> = Api::namespaced(client.clone(), &key.0);
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
@@ -202,23 +209,20 @@ async fn sync_mirrors(
             }
         }
     }
-    let node_uid = Api::<Node>::all(client.clone())
-        .get(node)
-        .await?
-        .metadata
-        .uid
-        .unwrap_or_default();
+    // The Node's UID, read only when a mirror has to be made.
+    let mut node_uid: Option<String> = None;
     for (key, pod) in wanted {
-        let fresh = mirrors.get(&key).is_some_and(|m| {
-            m.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(MIRROR_ANNOTATION))
-                == pod.metadata.uid.as_ref()
-        });
+        let fresh = mirrors
+            .get(&key)
+            .is_some_and(|m| mirror_hash(m) == pod.metadata.uid.as_ref());
         if fresh {
             continue;
         }
+        if node_uid.is_none() {
+            let n = Api::<Node>::all(client.clone()).get(node).await?;
+            node_uid = Some(n.metadata.uid.unwrap_or_default());
+        }
+        let node_uid = node_uid.clone().unwrap_or_default();
         let mut mirror = pod.clone();
         mirror.metadata.uid = None;
         mirror.status = None;
@@ -233,7 +237,7 @@ async fn sync_mirrors(
             api_version: "v1".to_string(),
             kind: "Node".to_string(),
             name: node.to_string(),
-            uid: node_uid.clone(),
+            uid: node_uid,
             controller: Some(true),
             ..Default::default()
         }]);
@@ -261,7 +265,7 @@ mod tests {
         assert_eq!(pod.metadata.name.as_deref(), Some("web-node-a"));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("default"));
         let a = pod.metadata.annotations.clone().unwrap();
-        assert_eq!(a[SOURCE_ANNOTATION], "file");
+        assert_eq!(a[CONFIG_SOURCE], "file");
         assert_eq!(Some(&a[HASH_ANNOTATION]), pod.metadata.uid.as_ref());
         let spec = pod.spec.unwrap();
         assert_eq!(spec.node_name.as_deref(), Some("node-a"));
