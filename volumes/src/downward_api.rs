@@ -163,8 +163,15 @@ pub fn extract_resource_value(
         "limits" => resources.and_then(|r| r.limits.as_ref()),
         _ => resources.and_then(|r| r.requests.as_ref()),
     };
-    let amount = match list.and_then(|l| l.get(name)) {
-        Some(q) => Quantity::parse(&q.0).map_err(|e| bad(e.to_string()))?,
+    let set = list.and_then(|l| l.get(name));
+    let set = match set {
+        Some(q) => Some(Quantity::parse(&q.0).map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
+    // A zero limit counts as unset (upstream's MergeContainerResourceLimits).
+    let set = set.filter(|q| kind != "limits" || !q.is_zero());
+    let amount = match set {
+        Some(q) => q,
         None if kind == "limits" && !name.starts_with("hugepages-") => {
             match node_allocatable.get(name) {
                 Some(q) => *q,
@@ -273,6 +280,14 @@ mod tests {
                         name: "bare".into(),
                         ..Default::default()
                     },
+                    Container {
+                        name: "zero".into(),
+                        resources: Some(ResourceRequirements {
+                            limits: Some([("cpu".to_string(), Q("0".into()))].into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
                 ],
                 ..Default::default()
             }),
@@ -355,6 +370,8 @@ mod tests {
             ("bare", "limits.cpu", None, Ok("4")),
             ("bare", "limits.memory", Some("1Gi"), Ok("8")),
             ("bare", "requests.memory", None, Ok("0")),
+            // A zero limit counts as none.
+            ("zero", "limits.cpu", None, Ok("4")),
             ("nope", "limits.cpu", None, Err("container nope not found")),
             (
                 "app",

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector};
 
-use super::quantity::{self, Quantity};
 use super::{ConfigError, NodeContext};
+use gantry_volumes::downward_api::format_map;
 
 /// The value of a fieldRef. `pod_ips` are the sandbox's IPs, in any order.
 pub fn field_value(
@@ -40,8 +40,10 @@ pub fn field_value(
         "metadata.name" => Ok(text(meta.name.as_ref())),
         "metadata.namespace" => Ok(text(meta.namespace.as_ref())),
         "metadata.uid" => Ok(text(meta.uid.as_ref())),
-        "metadata.labels" => Ok(format_map(meta.labels.as_ref())),
-        "metadata.annotations" => Ok(format_map(meta.annotations.as_ref())),
+        "metadata.labels" => Ok(format_map(meta.labels.as_ref().unwrap_or(&BTreeMap::new()))),
+        "metadata.annotations" => Ok(format_map(
+            meta.annotations.as_ref().unwrap_or(&BTreeMap::new()),
+        )),
         // spec.host is what old v1 clients send for spec.nodeName.
         "spec.nodeName" | "spec.host" => Ok(text(spec.and_then(|s| s.node_name.as_ref()))),
         "spec.serviceAccountName" => Ok(text(spec.and_then(|s| s.service_account_name.as_ref()))),
@@ -75,39 +77,6 @@ fn lookup(map: Option<&BTreeMap<String, String>>, key: &str) -> String {
     map.and_then(|m| m.get(key)).cloned().unwrap_or_default()
 }
 
-/// `key="value"` lines in key order, values quoted as Go's %q (upstream's FormatMap).
-fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
-    map.into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", go_quote(v)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// At most two IPs: the first of the node's primary family (IPv4 when the node has
 /// no IP), then the first of the other family; re-written in canonical form.
 pub fn sort_pod_ips(pod_ips: &[String], node_ips: &[String]) -> Vec<String> {
@@ -128,85 +97,31 @@ pub fn sort_pod_ips(pod_ips: &[String], node_ips: &[String]) -> Vec<String> {
     first(node_v6).into_iter().chain(first(!node_v6)).collect()
 }
 
-/// The value of a resourceFieldRef for `container`, divided by the divisor and rounded
-/// up. Unset CPU, memory and ephemeral-storage limits read as the node's allocatable.
+/// The value of a resourceFieldRef for `container` (the selector's container when it
+/// names one): the volumes crate's computation, which downwardAPI volumes share, over
+/// the node's allocatable for unset limits.
 pub fn resource_value(
     selector: &ResourceFieldSelector,
     pod: &Pod,
     container: &Container,
     node: &NodeContext,
 ) -> Result<String, ConfigError> {
-    let target = match selector.container_name.as_deref().filter(|n| !n.is_empty()) {
-        None => container,
-        Some(name) => pod
-            .spec
-            .iter()
-            .flat_map(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter().flatten())
-            })
-            .find(|c| c.name == name)
-            .ok_or_else(|| ConfigError(format!("container {name} not found")))?,
-    };
-    let divisor = match selector.divisor.as_ref() {
-        Some(d) => Quantity::parse(&d.0).map_err(|e| ConfigError(e.to_string()))?,
-        None => Quantity::ZERO,
-    };
-    let divisor = if divisor.is_zero() {
-        Quantity::from_units(1)
-    } else {
-        divisor
-    };
-
-    let resource = selector.resource.as_str();
-    let unsupported = || ConfigError(format!("unsupported container resource : {resource}"));
-    let (kind, name) = resource.split_once('.').ok_or_else(unsupported)?;
-    let resources = target.resources.as_ref();
-    let value = match kind {
-        "limits" => quantity::of(resources.and_then(|r| r.limits.as_ref()), name)
-            .filter(|q| !q.is_zero())
-            .or_else(|| allocatable(node, name)),
-        "requests" => quantity::of(resources.and_then(|r| r.requests.as_ref()), name),
-        _ => return Err(unsupported()),
+    let mut selector = selector.clone();
+    if selector.container_name.as_deref().is_none_or(str::is_empty) {
+        selector.container_name = Some(container.name.clone());
     }
-    .unwrap_or(Quantity::ZERO);
-    let amount = match name {
-        "cpu" => ceil_div(value.milli_value(), divisor.milli_value()),
-        "memory" | "ephemeral-storage" => ceil_div(value.value(), divisor.value()),
-        n if n.starts_with("hugepages-") => ceil_div(value.value(), divisor.value()),
-        _ => return Err(unsupported()),
-    };
-    Ok(amount.to_string())
-}
-
-fn allocatable(node: &NodeContext, name: &str) -> Option<Quantity> {
-    let (value, of) = match name {
-        "cpu" => (
-            node.allocatable_cpu_millis,
-            Quantity::from_millis as fn(i64) -> Quantity,
-        ),
-        "memory" => (
-            node.allocatable_memory,
-            Quantity::from_units as fn(i64) -> Quantity,
-        ),
-        "ephemeral-storage" => (
-            node.allocatable_ephemeral_storage,
-            Quantity::from_units as fn(i64) -> Quantity,
-        ),
-        _ => return None,
-    };
-    (value > 0).then(|| of(value))
-}
-
-fn ceil_div(n: i64, d: i64) -> i64 {
-    if d <= 0 {
-        return n;
+    let mut allocatable = BTreeMap::new();
+    for (name, value, unit) in [
+        ("cpu", node.allocatable_cpu_millis, "m"),
+        ("memory", node.allocatable_memory, ""),
+        ("ephemeral-storage", node.allocatable_ephemeral_storage, ""),
+    ] {
+        if value > 0 {
+            if let Ok(q) = gantry_volumes::Quantity::parse(&format!("{value}{unit}")) {
+                allocatable.insert(name.to_string(), q);
+            }
+        }
     }
-    let q = n / d;
-    if n % d > 0 {
-        q + 1
-    } else {
-        q
-    }
+    gantry_volumes::downward_api::extract_resource_value(&selector, pod, &allocatable)
+        .map_err(|e| ConfigError(e.to_string()))
 }
