@@ -20,6 +20,9 @@ use crate::worker::{pod_name, Desired, Next, Worker};
 use crate::Cri;
 
 const RELIST_EVERY: Duration = Duration::from_secs(1);
+/// While the runtime's event stream is up, the relist is only the safety net
+/// (upstream's evented PLEG relists far less often too).
+const RELIST_WITH_EVENTS_EVERY: u32 = 10;
 
 struct Handle {
     desired: watch::Sender<Desired>,
@@ -37,6 +40,8 @@ pub struct PodManager<C: Cluster> {
     finished: Mutex<HashSet<String>>,
     /// Set once every source has delivered its first full list.
     sources_synced: watch::Sender<bool>,
+    /// The runtime's container event stream is connected.
+    events_up: std::sync::atomic::AtomicBool,
     /// Sources that have not listed everything yet.
     sources_pending: Mutex<HashSet<&'static str>>,
 }
@@ -59,6 +64,7 @@ impl<C: Cluster> PodManager<C> {
             finished: Mutex::new(HashSet::new()),
             sources_synced: watch::channel(false).0,
             sources_pending: Mutex::new(sources.iter().copied().collect()),
+            events_up: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -176,17 +182,24 @@ impl<C: Cluster> PodManager<C> {
     }
 
     /// Wakes workers when their pod's containers or sandboxes change state, from the
-    /// runtime's event stream when it has one, and from a relist every second always
+    /// runtime's event stream when it has one, and from a relist: every second without
+    /// events, every ten seconds while the stream is up
     /// (events can be missed across a runtime restart). Runs forever.
     pub async fn watch_runtime(self: Arc<Self>) {
         let events = self.clone();
         tokio::spawn(async move { events.follow_events().await });
         let mut last: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
         let mut dirs_cleaned = false;
+        let mut ticks: u32 = 0;
         let mut tick = tokio::time::interval(RELIST_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            ticks = ticks.wrapping_add(1);
+            let events_up = self.events_up.load(std::sync::atomic::Ordering::Relaxed);
+            if events_up && ticks % RELIST_WITH_EVENTS_EVERY != 0 {
+                continue;
+            }
             let Ok(now) = self.relist().await else {
                 continue;
             };
@@ -316,6 +329,8 @@ impl<C: Cluster> PodManager<C> {
             match stream {
                 Ok(s) => {
                     let mut s = s.into_inner();
+                    self.events_up
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     while let Some(Ok(ev)) = s.next().await {
                         if let Some(uid) = ev
                             .pod_sandbox_status
@@ -326,6 +341,8 @@ impl<C: Cluster> PodManager<C> {
                             self.wake(&uid);
                         }
                     }
+                    self.events_up
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) if e.code() == tonic::Code::Unimplemented => {
                     tracing::info!("the runtime has no container events; relisting every second");

@@ -71,6 +71,8 @@ pub struct Worker<C> {
     start_time: Option<Time>,
     /// Exited containers whose back-off was announced with an event.
     announced_backoff: std::collections::HashSet<String>,
+    /// This pass asked the runtime to create or start something.
+    acted: bool,
 }
 
 impl<C: Cluster> Worker<C> {
@@ -92,6 +94,7 @@ impl<C: Cluster> Worker<C> {
             waiting: BTreeMap::new(),
             start_time: None,
             announced_backoff: Default::default(),
+            acted: false,
         }
     }
 
@@ -125,10 +128,13 @@ impl<C: Cluster> Worker<C> {
             return Next::Idle;
         }
         let next = self.advance(pod, &rt).await;
-        // Report what the runtime has now.
-        let rt = match PodRuntime::read(&self.cri, &self.uid, &self.node.node_name).await {
-            Ok(rt) => rt,
-            Err(_) => rt,
+        // Report what the runtime has now: read again only if this pass changed it.
+        let rt = if std::mem::take(&mut self.acted) {
+            PodRuntime::read(&self.cri, &self.uid, &self.node.node_name)
+                .await
+                .unwrap_or(rt)
+        } else {
+            rt
         };
         self.collect_dead(&rt).await;
         let status = self.status(pod, &rt, false);
@@ -314,6 +320,7 @@ impl<C: Cluster> Worker<C> {
             .as_ref()
             .and_then(|s| s.runtime_class_name.clone())
             .unwrap_or_default();
+        self.acted = true;
         let created = self
             .cri
             .runtime
@@ -458,6 +465,7 @@ impl<C: Cluster> Worker<C> {
             }
         };
         let sandbox_config = spec::sandbox_config(pod, sandbox.attempt, &self.node);
+        self.acted = true;
         let created = self
             .cri
             .runtime
@@ -498,6 +506,7 @@ impl<C: Cluster> Worker<C> {
 
     async fn start_created(&mut self, pod: &Pod, c: &Container, id: &str) {
         let fp = field_path(pod, &c.name);
+        self.acted = true;
         match self
             .cri
             .runtime

@@ -73,15 +73,13 @@ impl<C: Cluster> Worker<C> {
             }
         };
         if let Some(id) = present.filter(|_| policy != "Always") {
-            if !self.waiting.contains_key(&c.name) || policy == "IfNotPresent" {
-                self.cluster.event(
-                    pod,
-                    Some(fp.to_string()),
-                    "Normal",
-                    "Pulled",
-                    &format!("Container image \"{image}\" already present on machine"),
-                );
-            }
+            self.cluster.event(
+                pod,
+                Some(fp.to_string()),
+                "Normal",
+                "Pulled",
+                &format!("Container image \"{image}\" already present on machine"),
+            );
             return Ok(id);
         }
         if policy == "Never" {
