@@ -37,8 +37,17 @@ pub async fn run(
     opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let stop = Stop::new(shutdown);
     let config = &opts.config;
+    let standalone = opts.bootstrap_kubeconfig.is_none() && !opts.kubeconfig.exists();
+    // Refused before anything starts: standalone mode has nothing to run without
+    // static pods.
+    if standalone && config.static_pod_path.is_empty() {
+        anyhow::bail!(
+            "no --kubeconfig ({} does not exist) and no --bootstrap-kubeconfig: standalone mode runs static pods only, and staticPodPath is not set",
+            opts.kubeconfig.display()
+        );
+    }
+    let stop = Stop::new(shutdown);
     let cri = if config.container_runtime_endpoint.is_empty() {
         runtime::embedded(&opts.cri, stop.clone()).await?
     } else {
@@ -47,7 +56,7 @@ pub async fn run(
     let runtime_name = runtime_name(&cri).await;
     tracing::info!(runtime = %cri.endpoint, name = %runtime_name, "container runtime");
 
-    if opts.bootstrap_kubeconfig.is_none() && !opts.kubeconfig.exists() {
+    if standalone {
         return run_standalone(opts, cri, runtime_name, stop).await;
     }
     let creds = Credentials {
@@ -145,12 +154,6 @@ async fn run_standalone(
     stop: Stop,
 ) -> Result<()> {
     let config = &opts.config;
-    if config.static_pod_path.is_empty() {
-        anyhow::bail!(
-            "no --kubeconfig ({} does not exist) and no --bootstrap-kubeconfig: standalone mode runs static pods only, and staticPodPath is not set",
-            opts.kubeconfig.display()
-        );
-    }
     tracing::info!(static_pod_path = %config.static_pod_path, "standalone: no API server; running static pods only");
     std::fs::create_dir_all(&opts.root_dir)
         .with_context(|| format!("create root dir {}", opts.root_dir.display()))?;
