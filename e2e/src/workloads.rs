@@ -647,17 +647,91 @@ fn containers_on(k: &Kubectl, node: &str) -> Result<Vec<(String, String, u64)>> 
     Ok(out)
 }
 
-/// kill -9 of the agent and a restart: every running container is adopted as it was.
+/// A pod with a secret volume (a tmpfs) and a memory emptyDir that runs until the agent
+/// is killed and is force-deleted while it is down.
+const ORPHAN_POD: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: orphan-secret}
+stringData: {password: hunter2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: orphan}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: c
+      image: registry.k8s.io/e2e-test-images/busybox:1.29-2
+      command: ["sh", "-c", "sleep 100000"]
+      volumeMounts:
+        - {name: secret, mountPath: /secret}
+        - {name: mem, mountPath: /mem}
+  volumes:
+    - {name: secret, secret: {secretName: orphan-secret}}
+    - {name: mem, emptyDir: {medium: Memory}}
+"#;
+
+/// kill -9 of the agent and a restart: every running container is adopted as it was;
+/// a pod force-deleted while the agent was down has its containers and its volumes
+/// (tmpfs mounts included) removed, and no other pod's volume is touched.
 fn restart_adopts_every_container(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     // The crash-looping pod restarts on its own; leave it out of the comparison.
     k_delete(&bed.kubectl()?, "crashloop")?;
     let k = bed.kubectl()?;
-    let before = containers_on(&k, &node.name)?;
+    k.apply_yaml(ORPHAN_POD)?;
+    wait::until("the orphan-to-be to run", Duration::from_secs(90), || {
+        Ok(pod(&k, "orphan")?["status"]["phase"]
+            .as_str()
+            .filter(|p| *p == "Running")
+            .map(|_| ()))
+    })?;
+    let orphan_uid = pod(&k, "orphan")?["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let pods_dir = node.dir.join("root/pods");
+    let orphan_dir = pods_dir.join(&orphan_uid);
+    let orphan_mounts = crate::host::mounts_below(&orphan_dir);
+    ensure!(
+        orphan_mounts.len() >= 3,
+        "the orphan's secret, token and memory volumes are not all mounted: {orphan_mounts:?}"
+    );
+    let ticker_uid = pod(&k, "ticker")?["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ticker_mounts = crate::host::mounts_below(&pods_dir.join(&ticker_uid));
+    ensure!(
+        !ticker_mounts.is_empty(),
+        "the ticker has no volume mounted"
+    );
+    let before: Vec<_> = containers_on(&k, &node.name)?
+        .into_iter()
+        .filter(|(pod, _, _)| !pod.starts_with("orphan/"))
+        .collect();
     ensure!(
         before.len() >= 3,
         "too few running containers to compare: {before:?}"
     );
-    node.restart(bed, libc::SIGKILL)?;
+    node.restart_with(bed, libc::SIGKILL, || {
+        k.run(&["delete", "pod", "orphan", "--grace-period=0", "--force"])?;
+        Ok(())
+    })?;
+    wait::until(
+        "the force-deleted pod's volumes to be unmounted and removed",
+        Duration::from_secs(60),
+        || {
+            Ok(
+                (!orphan_dir.exists() && crate::host::mounts_below(&orphan_dir).is_empty())
+                    .then_some(()),
+            )
+        },
+    )?;
+    ensure!(
+        crate::host::mounts_below(&pods_dir.join(&ticker_uid)) == ticker_mounts,
+        "a running pod's volume mounts changed across the restart"
+    );
     // Give the restarted agent time to act on anything it thought was wrong.
     std::thread::sleep(Duration::from_secs(15));
     let after = containers_on(&k, &node.name)?;

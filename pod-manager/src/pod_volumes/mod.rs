@@ -25,7 +25,7 @@ pub use set_up::HostVolume;
 
 /// How often projected contents are compared with the API (upstream propagates a
 /// configMap change within its sync period plus its cache's TTL, about a minute).
-pub const REFRESH: Duration = Duration::from_secs(30);
+pub const REFRESH: Duration = Duration::from_secs(20);
 
 /// The pod's volumes on the host and when their content was last refreshed.
 #[derive(Default)]
