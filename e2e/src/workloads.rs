@@ -68,6 +68,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
         "ticker.yaml",
         "chatty.yaml",
         "emptydir.yaml",
+        "dns-hosts.yaml",
     ] {
         k.run(&["apply", "-f", &example(m)])?;
     }
@@ -88,6 +89,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     stats_and_metrics_answer(&k, &node.name)?;
     logs_rotate(&k, node)?;
     empty_dir_outlives_containers(&k, node)?;
+    dns_and_hosts_follow_the_pod_spec(&k)?;
     kubelet_api_refuses_strangers(&k, node)?;
     sandbox_is_recreated_when_it_stops(&k, node)?;
     restart_adopts_every_container(bed, node)?;
@@ -529,6 +531,92 @@ fn empty_dir_outlives_containers(k: &Kubectl, node: &GantryNode) -> Result<()> {
         "{} is left after the pod was deleted",
         pod_dir.display()
     );
+    Ok(())
+}
+
+/// resolv.conf, /etc/hosts and the hostname of each pod in dns-hosts.yaml, as the
+/// upstream kubelet writes them.
+fn dns_and_hosts_follow_the_pod_spec(k: &Kubectl) -> Result<()> {
+    for name in ["dns-cluster", "dns-hostnet", "dns-none"] {
+        wait::until(&format!("{name} to run"), Duration::from_secs(90), || {
+            Ok((pod(k, name)?["status"]["phase"] == "Running").then_some(()))
+        })?;
+    }
+    let read = |pod: &str, file: &str| k.run(&["exec", pod, "--", "cat", file]);
+    let lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+
+    let p = pod(k, "dns-cluster")?;
+    let ip = p["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let resolv = lines(&read("dns-cluster", "/etc/resolv.conf")?);
+    ensure!(
+        resolv
+            .first()
+            .is_some_and(|l| l
+                .starts_with("search default.svc.cluster.local svc.cluster.local cluster.local"))
+            && resolv.contains(&format!("nameserver {}", crate::network::CLUSTER_DNS_IP))
+            && resolv.contains(&"options ndots:2".to_string()),
+        "dns-cluster's resolv.conf: {resolv:?}"
+    );
+    let hosts = read("dns-cluster", "/etc/hosts")?;
+    ensure!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n")
+            && hosts.contains(&format!("{ip}\tdb-0.db.default.svc.cluster.local\tdb-0\n"))
+            && hosts
+                .contains("# Entries added by HostAliases.\n198.18.250.1\tfoo.local\tbar.local\n"),
+        "dns-cluster's /etc/hosts (pod IP {ip}):\n{hosts}"
+    );
+    let hostname = k.run(&["exec", "dns-cluster", "--", "hostname"])?;
+    ensure!(
+        hostname.trim() == "db-0",
+        "dns-cluster's hostname is {hostname:?}"
+    );
+
+    let p = pod(k, "dns-hostnet")?;
+    ensure!(
+        p["status"]["podIP"] == p["status"]["hostIP"],
+        "a hostNetwork pod's IP is not the node's: {} vs {}",
+        p["status"]["podIP"],
+        p["status"]["hostIP"]
+    );
+    let resolv = lines(&read("dns-hostnet", "/etc/resolv.conf")?);
+    ensure!(
+        resolv.contains(&format!("nameserver {}", crate::network::CLUSTER_DNS_IP)),
+        "ClusterFirstWithHostNet did not give cluster DNS: {resolv:?}"
+    );
+    let hosts = read("dns-hostnet", "/etc/hosts")?;
+    ensure!(
+        hosts.starts_with("# Kubernetes-managed hosts file (host network).\n")
+            && hosts.ends_with("# Entries added by HostAliases.\n127.0.0.2\talias.local\n"),
+        "dns-hostnet's /etc/hosts:\n{hosts}"
+    );
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    let hostname = k.run(&["exec", "dns-hostnet", "--", "hostname"])?;
+    ensure!(
+        hostname.trim() == host_name.trim(),
+        "a hostNetwork pod's hostname is {hostname:?}, the host's {host_name:?}"
+    );
+
+    let resolv = lines(&read("dns-none", "/etc/resolv.conf")?);
+    ensure!(
+        resolv
+            == [
+                "search example.test",
+                "nameserver 198.18.250.53",
+                "options edns0"
+            ],
+        "dnsPolicy None: {resolv:?}"
+    );
+    for name in ["dns-cluster", "dns-hostnet", "dns-none"] {
+        k.run(&["delete", "pod", name, "--wait=false"])?;
+    }
     Ok(())
 }
 

@@ -465,7 +465,7 @@ impl<C: Cluster> Worker<C> {
             image_user,
             image: image_ref,
             restart_count,
-            pod_ips: sandbox.ips.clone(),
+            pod_ips: pod_ips(pod, sandbox, &self.node),
             mounts: Vec::new(),
         };
         let config = match self.mounts(pod, c, &sources, &inputs) {
@@ -614,6 +614,21 @@ impl<C: Cluster> Worker<C> {
                 );
             }
         }
+    }
+}
+
+/// The pod's addresses: its sandbox's, or for a hostNetwork pod the node's (upstream
+/// reports and projects the node's IPs as a hostNetwork pod's own).
+fn pod_ips(pod: &Pod, sandbox: &crate::runtime_state::Sandbox, node: &NodeContext) -> Vec<String> {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    if host_network && sandbox.ips.is_empty() {
+        node.node_ips.clone()
+    } else {
+        sandbox.ips.clone()
     }
 }
 
