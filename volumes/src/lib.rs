@@ -18,6 +18,7 @@ pub mod ownership;
 pub mod projection;
 pub mod quantity;
 pub mod remove;
+pub mod shared_root;
 pub mod subpath;
 pub mod subpath_expr;
 mod sys;

@@ -145,6 +145,12 @@ fn label_meta(pod: &Pod) -> Meta {
     )
 }
 
+/// Makes the kubelet's root directory a shared mount (see
+/// `gantry_volumes::shared_root`); called once at start.
+pub fn share_root_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    gantry_volumes::shared_root::make_rshared(dir)
+}
+
 /// `<root>/pods/<uid>/etc-hosts`: the pod's managed hosts file.
 pub fn hosts_file_path(layout: &Layout, uid: &str) -> Option<PathBuf> {
     layout.pod_dir(uid).ok().map(|d| d.join("etc-hosts"))
