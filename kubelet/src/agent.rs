@@ -304,6 +304,14 @@ fn parse_resolv_conf(text: &str) -> HostDns {
     dns
 }
 
+/// Creates the root directory and makes it a shared mount, as upstream's kubelet does,
+/// so that volumes can be mounted into containers with mount propagation.
+fn prepare_root_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create root dir {}", dir.display()))?;
+    gantry_pod_manager::pod_volumes::share_root_dir(dir)
+        .with_context(|| format!("error making {} rshared", dir.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,12 +325,4 @@ mod tests {
         assert_eq!(dns.searches, ["c.example"]);
         assert_eq!(dns.options, ["ndots:2", "edns0"]);
     }
-}
-
-/// Creates the root directory and makes it a shared mount, as upstream's kubelet does,
-/// so that volumes can be mounted into containers with mount propagation.
-fn prepare_root_dir(dir: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create root dir {}", dir.display()))?;
-    gantry_pod_manager::pod_volumes::share_root_dir(dir)
-        .with_context(|| format!("error making {} rshared", dir.display()))
 }
