@@ -18,7 +18,7 @@ use crate::bootstrap::ClientHandle;
 use crate::events::Recorder;
 use crate::rate_limit::RateLimiter;
 use crate::static_pods::is_static;
-use crate::volume_sources::{self, TokenCache};
+use crate::volume_sources::{self, Caches};
 
 pub struct ApiCluster {
     client: ClientHandle,
@@ -27,7 +27,7 @@ pub struct ApiCluster {
     statuses: Mutex<HashMap<String, Pending>>,
     posted: Mutex<HashMap<String, PodStatus>>,
     wake: Notify,
-    tokens: TokenCache,
+    caches: Caches,
 }
 
 /// A status waiting to be posted.
@@ -52,7 +52,7 @@ impl ApiCluster {
             statuses: Mutex::new(HashMap::new()),
             posted: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-            tokens: TokenCache::default(),
+            caches: Caches::default(),
         })
     }
 
@@ -156,7 +156,7 @@ impl Cluster for ApiCluster {
         wanted: &VolumeRefs,
     ) -> Result<VolumeSources, String> {
         self.limiter.acquire().await;
-        volume_sources::fetch(&self.client.get(), &self.tokens, pod, wanted).await
+        volume_sources::fetch(&self.client.get(), &self.caches, pod, wanted).await
     }
 
     async fn pull_credentials(&self, pod: &Pod, image: &str) -> Vec<AuthConfig> {
@@ -231,7 +231,7 @@ impl Cluster for ApiCluster {
         ) else {
             return;
         };
-        self.tokens.forget_pod(&uid);
+        self.caches.tokens.forget_pod(&uid);
         if is_static(pod) {
             return;
         }

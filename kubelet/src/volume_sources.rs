@@ -18,6 +18,59 @@ use k8s_openapi::api::core::v1::{
 use kube::api::{Api, PostParams};
 use kube::Client;
 
+/// How long a fetched configMap or secret (or its absence) is reused: pods of one
+/// namespace share their objects (every pod projects `kube-root-ca.crt`), so a refresh
+/// of many pods' volumes costs one request per object and TTL, as upstream's
+/// TTL-based object cache.
+const OBJECT_TTL: Duration = Duration::from_secs(10);
+
+/// Recently fetched objects of one kind by namespace and name.
+pub struct ObjectCache<K> {
+    objects: Mutex<HashMap<(String, String), (Instant, Option<K>)>>,
+}
+
+impl<K> Default for ObjectCache<K> {
+    fn default() -> Self {
+        ObjectCache {
+            objects: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K> ObjectCache<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    /// The object, from the cache when fetched less than `OBJECT_TTL` ago.
+    async fn get(&self, client: &Client, ns: &str, name: &str) -> Result<Option<K>, kube::Error> {
+        let key = (ns.to_string(), name.to_string());
+        if let Some((at, obj)) = lock(&self.objects).get(&key) {
+            if at.elapsed() < OBJECT_TTL {
+                return Ok(obj.clone());
+            }
+        }
+        let obj = Api::<K>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?;
+        let mut objects = lock(&self.objects);
+        objects.retain(|_, (at, _)| at.elapsed() < OBJECT_TTL);
+        objects.insert(key, (Instant::now(), obj.clone()));
+        Ok(obj)
+    }
+}
+
+/// The caches `fetch` reads through.
+#[derive(Default)]
+pub struct Caches {
+    pub tokens: TokenCache,
+    pub config_maps: ObjectCache<ConfigMap>,
+    pub secrets: ObjectCache<Secret>,
+}
+
 /// Upstream refreshes a token older than 24 hours whatever its expiry.
 const MAX_TOKEN_AGE: Duration = Duration::from_secs(24 * 3600);
 
@@ -125,26 +178,26 @@ impl TokenCache {
 /// Fetches everything `wanted` names, in the pod's namespace.
 pub async fn fetch(
     client: &Client,
-    tokens: &TokenCache,
+    caches: &Caches,
     pod: &Pod,
     wanted: &VolumeRefs,
 ) -> Result<VolumeSources, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut out = VolumeSources::default();
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     for name in &wanted.config_maps {
-        if let Some(cm) = cms
-            .get_opt(name)
+        if let Some(cm) = caches
+            .config_maps
+            .get(client, &ns, name)
             .await
             .map_err(|e| format!("get configmap {ns}/{name}: {e}"))?
         {
             out.config_maps.insert(name.clone(), cm);
         }
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for name in &wanted.secrets {
-        if let Some(s) = secrets
-            .get_opt(name)
+        if let Some(s) = caches
+            .secrets
+            .get(client, &ns, name)
             .await
             .map_err(|e| format!("get secret {ns}/{name}: {e}"))?
         {
@@ -179,7 +232,7 @@ pub async fn fetch(
         out.claims.insert(name.clone(), bound);
     }
     for w in &wanted.tokens {
-        let token = tokens.token(client, pod, w).await;
+        let token = caches.tokens.token(client, pod, w).await;
         out.tokens.insert(w.clone(), token);
     }
     Ok(out)
