@@ -24,9 +24,12 @@ use kube::Client;
 /// TTL-based object cache.
 const OBJECT_TTL: Duration = Duration::from_secs(10);
 
+/// When an object was fetched, and what came back (None: not found).
+type Fetched<K> = (Instant, Option<K>);
+
 /// Recently fetched objects of one kind by namespace and name.
 pub struct ObjectCache<K> {
-    objects: Mutex<HashMap<(String, String), (Instant, Option<K>)>>,
+    objects: Mutex<HashMap<(String, String), Fetched<K>>>,
 }
 
 impl<K> Default for ObjectCache<K> {
