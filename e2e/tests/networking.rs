@@ -162,38 +162,54 @@ fn fetch(k: &Kubectl, pod: &str, ip: &str) -> Result<String> {
     .to_string())
 }
 
-/// What is left of pods on a node whose bridge is in the host's namespace: the ports of
-/// its bridge (one veth per pod), the network namespace pins below its CRI state
-/// directory, the IPs host-local holds, and crictl's ready sandboxes.
+/// What is left of pods on a node: the IPs host-local holds, the veths on its bridge
+/// (`ip link show master BRIDGE`, in the node's namespace), the network namespace pins
+/// below its CRI state directory, and (when the node answers) crictl's ready sandboxes.
 #[derive(Debug, PartialEq, Eq)]
 struct NodeLeftovers {
     leased: BTreeSet<String>,
     veths: usize,
     netns_pins: usize,
-    ready_sandboxes: usize,
+    ready_sandboxes: Option<usize>,
 }
 
-fn leftovers(node: &GantryNode) -> Result<NodeLeftovers> {
-    let brif = Path::new("/sys/class/net")
-        .join(&node.network.bridge)
-        .join("brif");
-    let veths = fs::read_dir(&brif)
-        .with_context(|| format!("list {}", brif.display()))?
-        .count();
+impl NodeLeftovers {
+    /// What `live` pods (their IPs) need: one of each per pod.
+    fn for_live(live: BTreeSet<String>, with_crictl: bool) -> Self {
+        NodeLeftovers {
+            veths: live.len(),
+            netns_pins: live.len(),
+            ready_sandboxes: with_crictl.then_some(live.len()),
+            leased: live,
+        }
+    }
+}
+
+fn leftovers(node: &GantryNode, with_crictl: bool) -> Result<NodeLeftovers> {
+    let args = ["-o", "link", "show", "master", node.network.bridge.as_str()];
+    let links = match &node.netns {
+        Some(ns) => host::run_in_netns(ns, "ip", &args)?,
+        None => host::run("ip", &args)?,
+    };
     let netns_pins = host::mounts_below(&node.dir.join("cri-state"))
         .iter()
         .filter(|m| m.file_name().is_some_and(|n| n == "net"))
         .count();
-    let out = node
-        .crictl()?
-        .args(["pods", "--state", "Ready", "-q"])
-        .output()?;
-    let pods = host::stdout_of("crictl pods --state Ready -q", out)?;
+    let ready_sandboxes = if with_crictl {
+        let out = node
+            .crictl()?
+            .args(["pods", "--state", "Ready", "-q"])
+            .output()?;
+        let pods = host::stdout_of("crictl pods --state Ready -q", out)?;
+        Some(pods.lines().filter(|l| !l.trim().is_empty()).count())
+    } else {
+        None
+    };
     Ok(NodeLeftovers {
         leased: node.network.leased_ips().into_iter().collect(),
-        veths,
+        veths: links.lines().filter(|l| !l.trim().is_empty()).count(),
         netns_pins,
-        ready_sandboxes: pods.lines().filter(|l| !l.trim().is_empty()).count(),
+        ready_sandboxes,
     })
 }
 
@@ -204,14 +220,8 @@ fn wait_nothing_leaked(k: &Kubectl, node: &GantryNode, after: &str) -> Result<()
         &format!("the node to hold only its live pods' network after {after}"),
         Duration::from_secs(90),
         || {
-            let live = live_pod_ips(k, &node.name)?;
-            let want = NodeLeftovers {
-                veths: live.len(),
-                netns_pins: live.len(),
-                ready_sandboxes: live.len(),
-                leased: live,
-            };
-            let have = leftovers(node)?;
+            let want = NodeLeftovers::for_live(live_pod_ips(k, &node.name)?, true);
+            let have = leftovers(node, true)?;
             if have == want {
                 Ok(Some(()))
             } else {
@@ -571,6 +581,19 @@ fn two_nodes(
             host.name
         );
     }
+
+    // Deleting the pods releases their addresses and veths inside the nodes' namespaces.
+    k.run(&[
+        "delete",
+        "pods",
+        "-l",
+        "app=net-e2e",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    for node in [node_a, node_b] {
+        wait_nothing_leaked(&k, node, "deleting the pods")?;
+    }
     Ok(())
 }
 
@@ -614,21 +637,19 @@ fn crash_mid_sandbox(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
             "gantry node died at {point}: {}",
             node.process.log_tail(20)
         );
-        let leased: BTreeSet<String> = node.network.leased_ips().into_iter().collect();
+        // What the crash left for the restart to find: the torn sandbox's namespace
+        // pin and, past CNI ADD, its veth and an address no pod shows.
+        let have = leftovers(node, false)?;
         let live = live_pod_ips(&k, &node.name)?;
-        if point == "sandbox-after-network" {
-            // The crash came after CNI ADD: an address is held for a sandbox that no
-            // pod shows; the restart must find and release it.
-            ensure!(
-                leased.len() == live.len() + 1 && live.is_subset(&leased),
-                "the crash left one lease beyond the live pods' {live:?}: {leased:?}"
-            );
-        } else {
-            ensure!(
-                leased == live,
-                "the crash came before CNI ADD, yet leases {leased:?} differ from {live:?}"
-            );
-        }
+        let past_cni_add = point == "sandbox-after-network";
+        let extra = usize::from(past_cni_add);
+        ensure!(
+            have.netns_pins == live.len() + 1
+                && have.veths == live.len() + extra
+                && have.leased.len() == live.len() + extra
+                && live.is_subset(&have.leased),
+            "after the crash at {point}, the live pods {live:?} and the torn sandbox hold {have:?}"
+        );
         let phase = k.get_json(&["pod", &name])?["status"]["phase"].clone();
         ensure!(
             phase == "Pending",
