@@ -97,8 +97,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn listen_in(netns: &Path, port: u16) -> Result<TcpListener> {
-    let ns = File::open(netns)
-        .with_context(|| format!("open network namespace {}", netns.display()))?;
+    let ns =
+        File::open(netns).with_context(|| format!("open network namespace {}", netns.display()))?;
     let thread = std::thread::spawn(move || -> Result<TcpListener> {
         // SAFETY: setns on a descriptor we own; it changes only this thread, which exits
         // right after binding.

@@ -69,7 +69,13 @@ pub fn create_underlay(bed: &mut Bed) -> Result<Underlay> {
     host::run("ip", &["link", "add", &u.bridge, "type", "bridge"])?;
     host::run(
         "ip",
-        &["addr", "add", &format!("{}/24", u.gateway), "dev", &u.bridge],
+        &[
+            "addr",
+            "add",
+            &format!("{}/24", u.gateway),
+            "dev",
+            &u.bridge,
+        ],
     )?;
     host::run("ip", &["link", "set", &u.bridge, "up"])?;
     Ok(u)

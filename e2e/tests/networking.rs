@@ -119,7 +119,10 @@ fn wait_running(k: &Kubectl, selector: &str, count: usize) -> Result<Vec<Value>>
 }
 
 fn pod_ip(pod: &Value) -> String {
-    pod["status"]["podIP"].as_str().unwrap_or_default().to_string()
+    pod["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The IPs of the pods on `node` that still exist, as kubectl shows them.
@@ -273,7 +276,9 @@ fn one_node(bed: &Bed, node: &GantryNode) -> Result<()> {
         "client fetched {got:?} from web at {web_ip}"
     );
     // And the other way: the web pod reaches the client's address (ping, busybox).
-    let ping = k.run(&["exec", "web", "--", "ping", "-c", "1", "-W", "5", &client_ip])?;
+    let ping = k.run(&[
+        "exec", "web", "--", "ping", "-c", "1", "-W", "5", &client_ip,
+    ])?;
     ensure!(
         ping.contains("1 packets received"),
         "web pings client at {client_ip}: {ping}"
@@ -434,7 +439,9 @@ fn pods_on_two_nodes_in_their_own_network_namespaces_reach_each_other() -> Resul
     let ifaces = host::run("ip", &["-br", "link"])?;
     for link in &links {
         ensure!(
-            !ifaces.lines().any(|l| l.split(['@', ' ']).next() == Some(link.as_str())),
+            !ifaces
+                .lines()
+                .any(|l| l.split(['@', ' ']).next() == Some(link.as_str())),
             "{link} is still on the host after teardown:\n{ifaces}"
         );
     }
@@ -559,7 +566,10 @@ fn two_nodes(
                 f.len() == 6
                     && f[5] == "ESTABLISHED"
                     && f[3].ends_with(":8080")
-                    && f[4].trim_start_matches("::ffff:").rsplit_once(':').map(|p| p.0)
+                    && f[4]
+                        .trim_start_matches("::ffff:")
+                        .rsplit_once(':')
+                        .map(|p| p.0)
                         == Some(ip_a.as_str())
             });
             if from_a {
