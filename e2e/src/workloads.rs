@@ -90,6 +90,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     logs_rotate(&k, node)?;
     empty_dir_outlives_containers(&k, node)?;
     dns_and_hosts_follow_the_pod_spec(&k)?;
+    probes_drive_restarts_and_readiness(&k)?;
     kubelet_api_refuses_strangers(&k, node)?;
     sandbox_is_recreated_when_it_stops(&k, node)?;
     restart_adopts_every_container(bed, node)?;
@@ -531,6 +532,90 @@ fn empty_dir_outlives_containers(k: &Kubectl, node: &GantryNode) -> Result<()> {
         "{} is left after the pod was deleted",
         pod_dir.display()
     );
+    Ok(())
+}
+
+/// probes.yaml: a failing liveness probe gets the container killed and restarted with
+/// Unhealthy and Killing events; a failing readiness probe keeps a running pod out of
+/// Ready while its passing tcpSocket liveness probe leaves it alone; a startup probe
+/// holds readiness back until it passes.
+fn probes_drive_restarts_and_readiness(k: &Kubectl) -> Result<()> {
+    let ready = |p: &Value| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    };
+    k.run(&["apply", "-f", &example("probes.yaml")])?;
+    // The startup probe passes 8 s after the start: before that, running but not ready.
+    let p = wait::until("startup-file to run", Duration::from_secs(90), || {
+        let p = pod(k, "startup-file")?;
+        Ok(container_status(&p, "app")
+            .is_some_and(|s| !s["state"]["running"].is_null())
+            .then_some(p))
+    })?;
+    let s = container_status(&p, "app").cloned().unwrap_or_default();
+    let running_for = s["state"]["running"]["startedAt"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| jiff::Timestamp::now().duration_since(t).as_secs())
+        .unwrap_or(0);
+    if running_for < 6 {
+        ensure!(
+            s["started"] == false && !ready(&p),
+            "startup-file is started or ready {running_for}s after its start, before its startup probe can pass: {s}"
+        );
+    }
+    wait::until("startup-file to be ready", Duration::from_secs(60), || {
+        let p = pod(k, "startup-file")?;
+        Ok(ready(&p).then_some(()))
+    })?;
+
+    let p = wait::until(
+        "liveness-exec to be restarted by its liveness probe",
+        Duration::from_secs(120),
+        || {
+            let p = pod(k, "liveness-exec")?;
+            let restarts = container_status(&p, "app")
+                .and_then(|s| s["restartCount"].as_u64())
+                .unwrap_or(0);
+            Ok((restarts >= 1).then_some(p))
+        },
+    )?;
+    let last = &container_status(&p, "app").context("no app status")?["lastState"]["terminated"];
+    ensure!(
+        !last.is_null() && last["exitCode"] != 0,
+        "the liveness-killed container's lastState: {last}"
+    );
+    let describe = k.run(&["describe", "pod", "liveness-exec"])?;
+    for event in [
+        "Liveness probe failed: cat: can't open '/tmp/healthy'",
+        "Container app failed liveness probe, will be restarted",
+    ] {
+        ensure!(
+            describe.contains(event),
+            "describe lacks {event:?}:\n{describe}"
+        );
+    }
+
+    let p = pod(k, "readiness-http")?;
+    let s = container_status(&p, "web").cloned().unwrap_or_default();
+    ensure!(
+        !s["state"]["running"].is_null()
+            && s["ready"] == false
+            && s["restartCount"] == 0
+            && !ready(&p),
+        "readiness-http should run, unready and never restarted: {s}"
+    );
+    let describe = k.run(&["describe", "pod", "readiness-http"])?;
+    ensure!(
+        describe.contains("Readiness probe failed: HTTP probe failed with statuscode: 404"),
+        "describe lacks the readiness failure:\n{describe}"
+    );
+    for name in ["liveness-exec", "readiness-http", "startup-file"] {
+        k.run(&["delete", "pod", name, "--wait=false"])?;
+    }
     Ok(())
 }
 

@@ -154,6 +154,7 @@ impl<C: Cluster> PodManager<C> {
                 this.cluster.clone(),
                 this.node.clone(),
                 this.runtime_name.clone(),
+                wake.clone(),
             );
             loop {
                 let desired = rx.borrow_and_update().clone();

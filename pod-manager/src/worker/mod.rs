@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::backoff::Backoff;
 use crate::cluster::Cluster;
 use crate::pod_volumes::{self, PodVolumes};
+use crate::probe::{self, Probes};
 use crate::runtime_state::PodRuntime;
 use crate::spec::{self, NodeContext};
 use crate::status::{self, ContainerState, ContainerView, WorkerFacts};
@@ -77,6 +78,7 @@ pub struct Worker<C> {
     volumes: PodVolumes,
     /// Volume set-ups that failed in a row (their retry backs off).
     mount_failures: u32,
+    probes: Probes,
 }
 
 impl<C: Cluster> Worker<C> {
@@ -86,6 +88,7 @@ impl<C: Cluster> Worker<C> {
         cluster: Arc<C>,
         node: Arc<NodeContext>,
         runtime_name: String,
+        wake: Arc<tokio::sync::Notify>,
     ) -> Self {
         Worker {
             uid,
@@ -101,6 +104,7 @@ impl<C: Cluster> Worker<C> {
             acted: false,
             volumes: PodVolumes::default(),
             mount_failures: 0,
+            probes: Probes::new(wake),
         }
     }
 
@@ -143,6 +147,7 @@ impl<C: Cluster> Worker<C> {
             rt
         };
         self.collect_dead(&rt).await;
+        self.sync_probes(pod, &rt);
         let status = self.status(pod, &rt, false);
         let terminal = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
         self.cluster.report_status(pod, status);
@@ -168,12 +173,23 @@ impl<C: Cluster> Worker<C> {
             terminal,
             ..Default::default()
         };
-        // No probes yet (issue 6): a running container is ready.
-        for c in &rt.containers {
-            facts
-                .ready
-                .entry(c.name.clone())
-                .or_insert(c.state == ContainerState::Running);
+        // The probes' verdicts on the running attempt of each probed container; the
+        // status computation treats an unprobed running container as ready/started.
+        for c in all_containers(pod) {
+            let Some(latest) = rt.latest(&c.name) else {
+                continue;
+            };
+            let running = latest.state == ContainerState::Running;
+            if c.readiness_probe.is_some() {
+                let ready =
+                    running && self.probes.result(&latest.id, probe::Kind::Readiness) == Some(true);
+                facts.ready.insert(c.name.clone(), ready);
+            }
+            if c.startup_probe.is_some() {
+                let started =
+                    running && self.probes.result(&latest.id, probe::Kind::Startup) == Some(true);
+                facts.started.insert(c.name.clone(), started);
+            }
         }
         status::pod_status(pod, &rt.view(), &facts, &now())
     }
@@ -225,6 +241,17 @@ impl<C: Cluster> Worker<C> {
                 Some(ContainerState::Running) => {
                     self.waiting.remove(&c.name);
                     if sidecar {
+                        let id = latest.as_ref().map(|l| l.id.clone()).unwrap_or_default();
+                        if self.kill_if_unhealthy(pod, c, &id).await {
+                            return Next::After(Duration::from_millis(100));
+                        }
+                        // The next container starts once the sidecar has started
+                        // (passed its startup probe), as upstream.
+                        if c.startup_probe.is_some()
+                            && self.probes.result(&id, probe::Kind::Startup) != Some(true)
+                        {
+                            return Next::After(RESYNC);
+                        }
                         continue;
                     }
                     return Next::After(RESYNC);
@@ -269,6 +296,9 @@ impl<C: Cluster> Worker<C> {
                 Some(l) => match l.state {
                     ContainerState::Running => {
                         self.waiting.remove(&c.name);
+                        if self.kill_if_unhealthy(pod, c, &l.id).await {
+                            earlier(Some(Duration::from_millis(100)));
+                        }
                     }
                     ContainerState::Created | ContainerState::Unknown => {
                         self.start_created(pod, c, &l.id).await;
@@ -287,6 +317,80 @@ impl<C: Cluster> Worker<C> {
             }
         }
         Next::After(soonest.unwrap_or(RESYNC))
+    }
+
+    /// Keeps the probes of the running containers going.
+    fn sync_probes(&mut self, pod: &Pod, rt: &PodRuntime) {
+        let sandbox_ips = rt
+            .ready_sandbox()
+            .map(|s| s.ips.clone())
+            .unwrap_or_default();
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        let pod_ip = if host_network && sandbox_ips.is_empty() {
+            self.node.node_ips.first().cloned().unwrap_or_default()
+        } else {
+            spec::sort_pod_ips(&sandbox_ips, &self.node.node_ips)
+                .first()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut running = Vec::new();
+        for c in all_containers(pod) {
+            if let Some(latest) = rt.latest(&c.name) {
+                if latest.state == ContainerState::Running {
+                    running.push(probe::Running {
+                        container: c,
+                        id: &latest.id,
+                        started_at: latest.started_at,
+                        field_path: field_path(pod, &c.name),
+                    });
+                }
+            }
+        }
+        self.probes
+            .sync(&self.cri, &self.cluster, pod, &pod_ip, &running);
+    }
+
+    /// A running container whose liveness or startup probe failed is killed (then
+    /// restarted as its restart policy says), as upstream: "Container NAME failed
+    /// liveness probe, will be restarted". Returns whether it killed it.
+    async fn kill_if_unhealthy(&mut self, pod: &Pod, c: &Container, id: &str) -> bool {
+        let failed = [probe::Kind::Liveness, probe::Kind::Startup]
+            .into_iter()
+            .find(|k| self.probes.result(id, *k) == Some(false));
+        let Some(kind) = failed else {
+            return false;
+        };
+        self.cluster.event(
+            pod,
+            Some(field_path(pod, &c.name)),
+            "Normal",
+            "Killing",
+            &format!(
+                "Container {} failed {} probe, will be restarted",
+                c.name,
+                kind.name().to_lowercase()
+            ),
+        );
+        self.probes.forget(id);
+        let grace = kind
+            .of(c)
+            .and_then(|p| p.termination_grace_period_seconds)
+            .or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30);
+        self.acted = true;
+        if let Err(e) = self.stop_container(id, grace).await {
+            tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e.message(), "kill the unhealthy container");
+        }
+        true
     }
 
     /// Sets up the pod's volumes (and refreshes projected content when due), as
@@ -617,6 +721,15 @@ impl<C: Cluster> Worker<C> {
     }
 }
 
+/// The pod's init containers, then its app containers.
+fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
+    let spec = pod.spec.as_ref();
+    spec.and_then(|s| s.init_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(spec.map(|s| s.containers.iter()).into_iter().flatten())
+}
+
 /// The pod's addresses: its sandbox's, or for a hostNetwork pod the node's (upstream
 /// reports and projects the node's IPs as a hostNetwork pod's own).
 fn pod_ips(pod: &Pod, sandbox: &crate::runtime_state::Sandbox, node: &NodeContext) -> Vec<String> {
@@ -661,7 +774,7 @@ pub fn pod_name(pod: &Pod) -> String {
 }
 
 /// The field path upstream's events name a container by.
-fn field_path(pod: &Pod, name: &str) -> String {
+pub(crate) fn field_path(pod: &Pod, name: &str) -> String {
     let init = pod
         .spec
         .as_ref()
@@ -682,7 +795,7 @@ fn now() -> Time {
 
 /// The monotonic instant of a runtime timestamp (ns since the epoch), for back-off
 /// windows that start when a container finished.
-fn instant_of(unix_nanos: i64) -> Instant {
+pub(crate) fn instant_of(unix_nanos: i64) -> Instant {
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
