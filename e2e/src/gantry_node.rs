@@ -210,10 +210,22 @@ impl GantryNode {
     /// Kills `gantry node` with `signal` and starts it again with the same arguments,
     /// as systemd would; waits until the node is Ready.
     pub fn restart(&mut self, bed: &mut Bed, signal: i32) -> Result<()> {
+        self.restart_with(bed, signal, || Ok(()))
+    }
+
+    /// Like `restart`, running `while_down` after the process is gone and before the
+    /// new one starts (to change the cluster behind a dead agent's back).
+    pub fn restart_with(
+        &mut self,
+        bed: &mut Bed,
+        signal: i32,
+        while_down: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         if self.process.is_alive() {
             crate::process::signal(self.process.pid, signal);
         }
         self.process.stop(Duration::from_secs(10));
+        while_down()?;
         self.restarts += 1;
         let mut cmd = Command::new(paths::gantry_bin()?);
         cmd.args(&self.args)

@@ -68,6 +68,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
         "ticker.yaml",
         "chatty.yaml",
         "emptydir.yaml",
+        "dns-hosts.yaml",
     ] {
         k.run(&["apply", "-f", &example(m)])?;
     }
@@ -88,6 +89,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     stats_and_metrics_answer(&k, &node.name)?;
     logs_rotate(&k, node)?;
     empty_dir_outlives_containers(&k, node)?;
+    dns_and_hosts_follow_the_pod_spec(&k)?;
     kubelet_api_refuses_strangers(&k, node)?;
     sandbox_is_recreated_when_it_stops(&k, node)?;
     restart_adopts_every_container(bed, node)?;
@@ -532,6 +534,92 @@ fn empty_dir_outlives_containers(k: &Kubectl, node: &GantryNode) -> Result<()> {
     Ok(())
 }
 
+/// resolv.conf, /etc/hosts and the hostname of each pod in dns-hosts.yaml, as the
+/// upstream kubelet writes them.
+fn dns_and_hosts_follow_the_pod_spec(k: &Kubectl) -> Result<()> {
+    for name in ["dns-cluster", "dns-hostnet", "dns-none"] {
+        wait::until(&format!("{name} to run"), Duration::from_secs(90), || {
+            Ok((pod(k, name)?["status"]["phase"] == "Running").then_some(()))
+        })?;
+    }
+    let read = |pod: &str, file: &str| k.run(&["exec", pod, "--", "cat", file]);
+    let lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+
+    let p = pod(k, "dns-cluster")?;
+    let ip = p["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let resolv = lines(&read("dns-cluster", "/etc/resolv.conf")?);
+    ensure!(
+        resolv
+            .first()
+            .is_some_and(|l| l
+                .starts_with("search default.svc.cluster.local svc.cluster.local cluster.local"))
+            && resolv.contains(&format!("nameserver {}", crate::network::CLUSTER_DNS_IP))
+            && resolv.contains(&"options ndots:2".to_string()),
+        "dns-cluster's resolv.conf: {resolv:?}"
+    );
+    let hosts = read("dns-cluster", "/etc/hosts")?;
+    ensure!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n")
+            && hosts.contains(&format!("{ip}\tdb-0.db.default.svc.cluster.local\tdb-0\n"))
+            && hosts
+                .contains("# Entries added by HostAliases.\n198.18.250.1\tfoo.local\tbar.local\n"),
+        "dns-cluster's /etc/hosts (pod IP {ip}):\n{hosts}"
+    );
+    let hostname = k.run(&["exec", "dns-cluster", "--", "hostname"])?;
+    ensure!(
+        hostname.trim() == "db-0",
+        "dns-cluster's hostname is {hostname:?}"
+    );
+
+    let p = pod(k, "dns-hostnet")?;
+    ensure!(
+        p["status"]["podIP"] == p["status"]["hostIP"],
+        "a hostNetwork pod's IP is not the node's: {} vs {}",
+        p["status"]["podIP"],
+        p["status"]["hostIP"]
+    );
+    let resolv = lines(&read("dns-hostnet", "/etc/resolv.conf")?);
+    ensure!(
+        resolv.contains(&format!("nameserver {}", crate::network::CLUSTER_DNS_IP)),
+        "ClusterFirstWithHostNet did not give cluster DNS: {resolv:?}"
+    );
+    let hosts = read("dns-hostnet", "/etc/hosts")?;
+    ensure!(
+        hosts.starts_with("# Kubernetes-managed hosts file (host network).\n")
+            && hosts.ends_with("# Entries added by HostAliases.\n127.0.0.2\talias.local\n"),
+        "dns-hostnet's /etc/hosts:\n{hosts}"
+    );
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    let hostname = k.run(&["exec", "dns-hostnet", "--", "hostname"])?;
+    ensure!(
+        hostname.trim() == host_name.trim(),
+        "a hostNetwork pod's hostname is {hostname:?}, the host's {host_name:?}"
+    );
+
+    let resolv = lines(&read("dns-none", "/etc/resolv.conf")?);
+    ensure!(
+        resolv
+            == [
+                "search example.test",
+                "nameserver 198.18.250.53",
+                "options edns0"
+            ],
+        "dnsPolicy None: {resolv:?}"
+    );
+    for name in ["dns-cluster", "dns-hostnet", "dns-none"] {
+        k.run(&["delete", "pod", name, "--wait=false"])?;
+    }
+    Ok(())
+}
+
 /// kubelet API calls without credentials get 401; with a valid token of an identity
 /// that may not use the node's API, 403.
 fn kubelet_api_refuses_strangers(k: &Kubectl, node: &GantryNode) -> Result<()> {
@@ -647,17 +735,91 @@ fn containers_on(k: &Kubectl, node: &str) -> Result<Vec<(String, String, u64)>> 
     Ok(out)
 }
 
-/// kill -9 of the agent and a restart: every running container is adopted as it was.
+/// A pod with a secret volume (a tmpfs) and a memory emptyDir that runs until the agent
+/// is killed and is force-deleted while it is down.
+const ORPHAN_POD: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: orphan-secret}
+stringData: {password: hunter2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: orphan}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: c
+      image: registry.k8s.io/e2e-test-images/busybox:1.29-2
+      command: ["sh", "-c", "sleep 100000"]
+      volumeMounts:
+        - {name: secret, mountPath: /secret}
+        - {name: mem, mountPath: /mem}
+  volumes:
+    - {name: secret, secret: {secretName: orphan-secret}}
+    - {name: mem, emptyDir: {medium: Memory}}
+"#;
+
+/// kill -9 of the agent and a restart: every running container is adopted as it was;
+/// a pod force-deleted while the agent was down has its containers and its volumes
+/// (tmpfs mounts included) removed, and no other pod's volume is touched.
 fn restart_adopts_every_container(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     // The crash-looping pod restarts on its own; leave it out of the comparison.
     k_delete(&bed.kubectl()?, "crashloop")?;
     let k = bed.kubectl()?;
-    let before = containers_on(&k, &node.name)?;
+    k.apply_yaml(ORPHAN_POD)?;
+    wait::until("the orphan-to-be to run", Duration::from_secs(90), || {
+        Ok(pod(&k, "orphan")?["status"]["phase"]
+            .as_str()
+            .filter(|p| *p == "Running")
+            .map(|_| ()))
+    })?;
+    let orphan_uid = pod(&k, "orphan")?["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let pods_dir = node.dir.join("root/pods");
+    let orphan_dir = pods_dir.join(&orphan_uid);
+    let orphan_mounts = crate::host::mounts_below(&orphan_dir);
+    ensure!(
+        orphan_mounts.len() >= 3,
+        "the orphan's secret, token and memory volumes are not all mounted: {orphan_mounts:?}"
+    );
+    let ticker_uid = pod(&k, "ticker")?["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ticker_mounts = crate::host::mounts_below(&pods_dir.join(&ticker_uid));
+    ensure!(
+        !ticker_mounts.is_empty(),
+        "the ticker has no volume mounted"
+    );
+    let before: Vec<_> = containers_on(&k, &node.name)?
+        .into_iter()
+        .filter(|(pod, _, _)| !pod.starts_with("orphan/"))
+        .collect();
     ensure!(
         before.len() >= 3,
         "too few running containers to compare: {before:?}"
     );
-    node.restart(bed, libc::SIGKILL)?;
+    node.restart_with(bed, libc::SIGKILL, || {
+        k.run(&["delete", "pod", "orphan", "--grace-period=0", "--force"])?;
+        Ok(())
+    })?;
+    wait::until(
+        "the force-deleted pod's volumes to be unmounted and removed",
+        Duration::from_secs(60),
+        || {
+            Ok(
+                (!orphan_dir.exists() && crate::host::mounts_below(&orphan_dir).is_empty())
+                    .then_some(()),
+            )
+        },
+    )?;
+    ensure!(
+        crate::host::mounts_below(&pods_dir.join(&ticker_uid)) == ticker_mounts,
+        "a running pod's volume mounts changed across the restart"
+    );
     // Give the restarted agent time to act on anything it thought was wrong.
     std::thread::sleep(Duration::from_secs(15));
     let after = containers_on(&k, &node.name)?;

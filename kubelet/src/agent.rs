@@ -73,8 +73,7 @@ pub async fn run(
     let (events, post_events) = Recorder::new(client.clone(), &opts.node_name, limiter.clone());
     tokio::spawn(post_events);
 
-    std::fs::create_dir_all(&opts.root_dir)
-        .with_context(|| format!("create root dir {}", opts.root_dir.display()))?;
+    prepare_root_dir(&opts.root_dir)?;
     let agent = NodeAgent {
         spec: NodeSpec {
             name: opts.node_name.clone(),
@@ -155,8 +154,7 @@ async fn run_standalone(
 ) -> Result<()> {
     let config = &opts.config;
     tracing::info!(static_pod_path = %config.static_pod_path, "standalone: no API server; running static pods only");
-    std::fs::create_dir_all(&opts.root_dir)
-        .with_context(|| format!("create root dir {}", opts.root_dir.display()))?;
+    prepare_root_dir(&opts.root_dir)?;
     let machine = Machine::read(&opts.root_dir);
     let node = node_context(config, &opts, &machine);
     let manager = PodManager::new(
@@ -304,6 +302,14 @@ fn parse_resolv_conf(text: &str) -> HostDns {
         }
     }
     dns
+}
+
+/// Creates the root directory and makes it a shared mount, as upstream's kubelet does,
+/// so that volumes can be mounted into containers with mount propagation.
+fn prepare_root_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create root dir {}", dir.display()))?;
+    gantry_pod_manager::pod_volumes::share_root_dir(dir)
+        .with_context(|| format!("error making {} rshared", dir.display()))
 }
 
 #[cfg(test)]

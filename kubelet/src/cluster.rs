@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use gantry_cri::api::AuthConfig;
-use gantry_pod_manager::cluster::Cluster;
+use gantry_pod_manager::cluster::{Cluster, VolumeRefs, VolumeSources};
 use gantry_pod_manager::spec::{EnvSources, Referenced};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, PodStatus, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
@@ -18,6 +18,7 @@ use crate::bootstrap::ClientHandle;
 use crate::events::Recorder;
 use crate::rate_limit::RateLimiter;
 use crate::static_pods::is_static;
+use crate::volume_sources::{self, Caches};
 
 pub struct ApiCluster {
     client: ClientHandle,
@@ -26,6 +27,7 @@ pub struct ApiCluster {
     statuses: Mutex<HashMap<String, Pending>>,
     posted: Mutex<HashMap<String, PodStatus>>,
     wake: Notify,
+    caches: Caches,
 }
 
 /// A status waiting to be posted.
@@ -50,6 +52,7 @@ impl ApiCluster {
             statuses: Mutex::new(HashMap::new()),
             posted: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            caches: Caches::default(),
         })
     }
 
@@ -147,6 +150,15 @@ impl Cluster for ApiCluster {
         Ok(sources)
     }
 
+    async fn volume_sources(
+        &self,
+        pod: &Pod,
+        wanted: &VolumeRefs,
+    ) -> Result<VolumeSources, String> {
+        self.limiter.acquire().await;
+        volume_sources::fetch(&self.client.get(), &self.caches, pod, wanted).await
+    }
+
     async fn pull_credentials(&self, pod: &Pod, image: &str) -> Vec<AuthConfig> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let names: Vec<String> = pod
@@ -219,6 +231,7 @@ impl Cluster for ApiCluster {
         ) else {
             return;
         };
+        self.caches.tokens.forget_pod(&uid);
         if is_static(pod) {
             return;
         }
@@ -265,6 +278,30 @@ impl Cluster for LocalCluster {
         }
         for name in &referenced.secrets {
             sources.secrets.insert(name.clone(), None);
+        }
+        Ok(sources)
+    }
+
+    async fn volume_sources(
+        &self,
+        _pod: &Pod,
+        wanted: &VolumeRefs,
+    ) -> Result<VolumeSources, String> {
+        // Nothing exists; claims and tokens cannot be had without an API server.
+        let mut sources = VolumeSources::default();
+        for claim in &wanted.claims {
+            sources.claims.insert(
+                claim.clone(),
+                Err(format!(
+                    "persistentvolumeclaim {claim:?}: no API server in standalone mode"
+                )),
+            );
+        }
+        for t in &wanted.tokens {
+            sources.tokens.insert(
+                t.clone(),
+                Err("failed to fetch token: no API server in standalone mode".to_string()),
+            );
         }
         Ok(sources)
     }

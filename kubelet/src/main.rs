@@ -16,6 +16,7 @@ mod rate_limit;
 mod runtime;
 mod server;
 mod static_pods;
+mod volume_sources;
 
 use clap::{Args, Parser, Subcommand};
 use gantry_cri::CriConfig;

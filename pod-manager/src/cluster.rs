@@ -2,10 +2,11 @@
 //! objects a pod references, status and event reporting, and the final deletion of a
 //! pod's API object. Pod workers never call the API server themselves.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use gantry_cri::api::AuthConfig;
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, Pod, PodStatus, Secret};
 
 use crate::spec::{EnvSources, Referenced};
 
@@ -17,6 +18,15 @@ pub trait Cluster: Send + Sync + 'static {
         pod: &Pod,
         referenced: &Referenced,
     ) -> impl Future<Output = Result<EnvSources, String>> + Send;
+
+    /// The objects and service account tokens the pod's volumes reference (see
+    /// [`VolumeRefs`]). An error is a failure to ask; a missing object is absent from
+    /// the maps, and a claim or token that cannot be had carries its reason.
+    fn volume_sources(
+        &self,
+        pod: &Pod,
+        wanted: &VolumeRefs,
+    ) -> impl Future<Output = Result<VolumeSources, String>> + Send;
 
     /// Registry credentials from the pod's imagePullSecrets that apply to `image`.
     fn pull_credentials(
@@ -42,4 +52,45 @@ pub trait Cluster: Send + Sync + 'static {
     /// Every container of the pod is gone: finish its deletion in the API (a delete
     /// with grace period 0, guarded by the pod's UID).
     fn pod_terminated(&self, pod: &Pod) -> impl Future<Output = ()> + Send;
+}
+
+/// What a pod's volumes reference in the API, in the pod's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeRefs {
+    pub config_maps: BTreeSet<String>,
+    pub secrets: BTreeSet<String>,
+    /// PersistentVolumeClaims by name.
+    pub claims: BTreeSet<String>,
+    /// Tokens of the pod's service account (projected serviceAccountToken sources).
+    pub tokens: BTreeSet<TokenWanted>,
+}
+
+impl VolumeRefs {
+    pub fn is_empty(&self) -> bool {
+        self.config_maps.is_empty()
+            && self.secrets.is_empty()
+            && self.claims.is_empty()
+            && self.tokens.is_empty()
+    }
+}
+
+/// A service account token bound to the pod, as a projected volume asks for it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokenWanted {
+    /// Empty: the API server's own audiences.
+    pub audience: String,
+    pub expiration_seconds: i64,
+}
+
+/// The answers to [`VolumeRefs`].
+#[derive(Clone, Debug, Default)]
+pub struct VolumeSources {
+    /// Those that exist; a name that is absent was not found.
+    pub config_maps: BTreeMap<String, ConfigMap>,
+    pub secrets: BTreeMap<String, Secret>,
+    /// The PersistentVolume each claim is bound to, or why it cannot be used (not
+    /// found, not bound).
+    pub claims: BTreeMap<String, Result<PersistentVolume, String>>,
+    /// The token, or why the TokenRequest failed.
+    pub tokens: BTreeMap<TokenWanted, Result<Vec<u8>, String>>,
 }

@@ -121,7 +121,21 @@ pub fn set_up(
     fs_group: Option<u32>,
 ) -> Result<PathBuf, EmptyDirError> {
     let plan = plan(volume, source)?;
-    let dir = layout.volume_dir(pod_uid, EMPTY_DIR_PLUGIN, volume)?;
+    set_up_at(layout, pod_uid, EMPTY_DIR_PLUGIN, volume, &plan, fs_group)
+}
+
+/// The directory of volume `volume` of plugin `plugin`, set up as an emptyDir of `plan`:
+/// upstream builds configMap and downwardAPI volumes on a wrapped disk emptyDir, and
+/// secret and projected volumes on a wrapped memory one, so secrets never touch the disk.
+pub fn set_up_at(
+    layout: &Layout,
+    pod_uid: &str,
+    plugin: &str,
+    volume: &str,
+    plan: &EmptyDirPlan,
+    fs_group: Option<u32>,
+) -> Result<PathBuf, EmptyDirError> {
+    let dir = layout.volume_dir(pod_uid, plugin, volume)?;
     let io_err = |what, path: &Path, source| EmptyDirError::Io {
         volume: volume.into(),
         what,

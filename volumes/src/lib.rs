@@ -18,12 +18,13 @@ pub mod ownership;
 pub mod projection;
 pub mod quantity;
 pub mod remove;
+pub mod shared_root;
 pub mod subpath;
 pub mod subpath_expr;
 mod sys;
 
 pub use atomic_writer::{AtomicWriteError, AtomicWriter, FileProjection, Payload, WriteOutcome};
-pub use empty_dir::EmptyDirError;
+pub use empty_dir::{EmptyDirError, EmptyDirPlan, Medium};
 pub use host_path::{check_type as check_host_path_type, HostPathError};
 pub use layout::{Layout, LayoutError};
 pub use orphans::{clean_orphaned_pod_dirs, remove_pod_dir, OrphanError, OrphanReport};

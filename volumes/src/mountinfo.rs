@@ -11,6 +11,8 @@ pub struct MountInfo {
     pub mount_point: PathBuf,
     pub fs_type: String,
     pub source: String,
+    /// The mount is in a shared peer group (an optional field `shared:N`).
+    pub shared: bool,
 }
 
 /// Undoes the kernel's `\ooo` escapes (`\040` is a space).
@@ -49,6 +51,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
                 mount_point: PathBuf::from(unescape(fields[4])),
                 fs_type: unescape(fields[sep + 1]),
                 source: unescape(fields[sep + 2]),
+                shared: fields[6..sep].iter().any(|f| f.starts_with("shared:")),
             })
         })
         .collect()
@@ -64,6 +67,15 @@ pub fn read_mountinfo() -> io::Result<Vec<MountInfo>> {
 /// The last mount on `path` (mounts stack; the last one listed is the visible one).
 pub fn mount_at<'a>(mounts: &'a [MountInfo], path: &Path) -> Option<&'a MountInfo> {
     mounts.iter().rev().find(|m| m.mount_point == path)
+}
+
+/// The mount `path` lives on: the last listed among the deepest mount points that
+/// contain it.
+pub fn containing_mount<'a>(mounts: &'a [MountInfo], path: &Path) -> Option<&'a MountInfo> {
+    mounts
+        .iter()
+        .filter(|m| path.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.components().count())
 }
 
 /// Mount points at or below `dir`, deepest first, each once per stacked mount, so
@@ -105,6 +117,20 @@ garbage line
             PathBuf::from("/var/lib/kubelet/pods/u2/volumes/a b")
         );
         assert_eq!(m[3].source, "tmp\\fs");
+        assert!(m[0].shared && m[1].shared && !m[2].shared);
+    }
+
+    #[test]
+    fn the_containing_mount_is_the_deepest() {
+        let m = parse_mountinfo(SAMPLE);
+        let at = |p: &str| containing_mount(&m, Path::new(p)).map(|m| m.mount_point.clone());
+        assert_eq!(at("/var/lib/kubelet"), Some(PathBuf::from("/")));
+        assert_eq!(
+            at("/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/mem/x"),
+            Some(PathBuf::from(
+                "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/mem"
+            ))
+        );
     }
 
     #[test]

@@ -110,6 +110,14 @@ pub fn resource_value(
     if selector.container_name.as_deref().is_none_or(str::is_empty) {
         selector.container_name = Some(container.name.clone());
     }
+    let allocatable = node_allocatable(node);
+    gantry_volumes::downward_api::extract_resource_value(&selector, pod, &allocatable)
+        .map_err(|e| ConfigError(e.to_string()))
+}
+
+/// The node's allocatable as quantities, which stand in for the limits a container
+/// does not set (downward API env and volumes).
+pub fn node_allocatable(node: &NodeContext) -> BTreeMap<String, gantry_volumes::Quantity> {
     let mut allocatable = BTreeMap::new();
     for (name, value, unit) in [
         ("cpu", node.allocatable_cpu_millis, "m"),
@@ -122,6 +130,5 @@ pub fn resource_value(
             }
         }
     }
-    gantry_volumes::downward_api::extract_resource_value(&selector, pod, &allocatable)
-        .map_err(|e| ConfigError(e.to_string()))
+    allocatable
 }

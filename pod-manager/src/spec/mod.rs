@@ -18,6 +18,7 @@ mod dns;
 mod downward;
 mod env;
 mod expansion;
+mod hosts;
 pub mod quantity;
 mod resources;
 mod sandbox;
@@ -27,11 +28,14 @@ mod tests;
 
 pub use container::{container_annotations, container_labels};
 pub use dns::pod_dns;
-pub use downward::sort_pod_ips;
+pub use downward::{node_allocatable, sort_pod_ips};
 pub use env::service_env;
 pub use expansion::expand;
+pub use hosts::{etc_hosts, mounts_hosts_file};
 pub use resources::{is_sidecar, milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj};
-pub use sandbox::{kernel_hostname, port_mappings, sandbox_config_checked, sandbox_labels};
+pub use sandbox::{
+    hostname_and_domain, kernel_hostname, port_mappings, sandbox_config_checked, sandbox_labels,
+};
 pub use security::{container_security_context, namespace_options, sandbox_security_context};
 
 /// What the node contributes to every pod's configs.
@@ -146,6 +150,20 @@ pub fn container_config(
     inputs: &ContainerInputs,
 ) -> Result<api::ContainerConfig, ConfigError> {
     container::container_config(pod, container, node, sources, inputs)
+}
+
+/// The environment of `container` as it will run (for subPathExpr), by name.
+pub fn container_env(
+    pod: &Pod,
+    container: &Container,
+    node: &NodeContext,
+    sources: &EnvSources,
+    inputs: &ContainerInputs,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    Ok(env::environment(pod, container, node, sources, inputs)?
+        .into_vec()
+        .into_iter()
+        .collect())
 }
 
 /// The configMaps and secrets the pod's containers (all kinds) reference in env and

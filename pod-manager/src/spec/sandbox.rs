@@ -121,6 +121,24 @@ pub fn sandbox_labels(pod: &Pod) -> HashMap<String, String> {
 /// then GetNodenameForKernel): hostnameOverride, else spec.hostname, else the pod's
 /// name, cut to 63 chars; with setHostnameAsFQDN and a subdomain, the FQDN.
 pub fn kernel_hostname(pod: &Pod, node: &NodeContext) -> Result<String, ConfigError> {
+    let (hostname, domain) = hostname_and_domain(pod, node)?;
+    let spec = pod.spec.as_ref();
+    if domain.is_empty() || spec.and_then(|s| s.set_hostname_as_fqdn) != Some(true) {
+        return Ok(hostname);
+    }
+    let fqdn = format!("{hostname}.{domain}");
+    if fqdn.len() > FQDN_MAX_LEN {
+        return Err(ConfigError(format!(
+            "failed to construct FQDN from pod hostname and cluster domain, FQDN {fqdn} is too long ({FQDN_MAX_LEN} characters is the max, {} characters requested)",
+            fqdn.len()
+        )));
+    }
+    Ok(fqdn)
+}
+
+/// The pod's hostname and its domain (`<subdomain>.<namespace>.svc.<cluster domain>`,
+/// empty without a subdomain), as upstream's GeneratePodHostNameAndDomain.
+pub fn hostname_and_domain(pod: &Pod, node: &NodeContext) -> Result<(String, String), ConfigError> {
     let spec = pod.spec.as_ref();
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     if let Some(over) = spec.and_then(|s| s.hostname_override.as_deref()) {
@@ -129,7 +147,7 @@ pub fn kernel_hostname(pod: &Pod, node: &NodeContext) -> Result<String, ConfigEr
                 "pod HostnameOverride {over:?} is not a valid DNS subdomain"
             )));
         }
-        return truncate_hostname(over);
+        return Ok((truncate_hostname(over)?, String::new()));
     }
     let hostname = match spec
         .and_then(|s| s.hostname.as_deref())
@@ -157,19 +175,9 @@ pub fn kernel_hostname(pod: &Pod, node: &NodeContext) -> Result<String, ConfigEr
             let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
             format!("{sub}.{namespace}.svc.{}", node.cluster_domain)
         }
-        None => return Ok(hostname),
+        None => String::new(),
     };
-    if spec.and_then(|s| s.set_hostname_as_fqdn) != Some(true) {
-        return Ok(hostname);
-    }
-    let fqdn = format!("{hostname}.{domain}");
-    if fqdn.len() > FQDN_MAX_LEN {
-        return Err(ConfigError(format!(
-            "failed to construct FQDN from pod hostname and cluster domain, FQDN {fqdn} is too long ({FQDN_MAX_LEN} characters is the max, {} characters requested)",
-            fqdn.len()
-        )));
-    }
-    Ok(fqdn)
+    Ok((hostname, domain))
 }
 
 /// Cut to 63 chars, then trailing '-' and '.' dropped (a hostname cannot end so).

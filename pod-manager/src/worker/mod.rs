@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::backoff::Backoff;
 use crate::cluster::Cluster;
+use crate::pod_volumes::{self, PodVolumes};
 use crate::runtime_state::PodRuntime;
 use crate::spec::{self, NodeContext};
 use crate::status::{self, ContainerState, ContainerView, WorkerFacts};
@@ -73,6 +74,9 @@ pub struct Worker<C> {
     announced_backoff: std::collections::HashSet<String>,
     /// This pass asked the runtime to create or start something.
     acted: bool,
+    volumes: PodVolumes,
+    /// Volume set-ups that failed in a row (their retry backs off).
+    mount_failures: u32,
 }
 
 impl<C: Cluster> Worker<C> {
@@ -95,6 +99,8 @@ impl<C: Cluster> Worker<C> {
             start_time: None,
             announced_backoff: Default::default(),
             acted: false,
+            volumes: PodVolumes::default(),
+            mount_failures: 0,
         }
     }
 
@@ -178,6 +184,9 @@ impl<C: Cluster> Worker<C> {
         let Some(spec) = &pod.spec else {
             return Next::Idle;
         };
+        if let Some(retry) = self.mount_volumes(pod).await {
+            return retry;
+        }
         let sandbox = match rt.ready_sandbox() {
             Some(s) => s.clone(),
             None => match self.new_sandbox(pod, rt).await {
@@ -278,6 +287,30 @@ impl<C: Cluster> Worker<C> {
             }
         }
         Next::After(soonest.unwrap_or(RESYNC))
+    }
+
+    /// Sets up the pod's volumes (and refreshes projected content when due), as
+    /// upstream waits for them before the sandbox. A volume that fails gets a
+    /// FailedMount event; the pod waits only while one has never been set up.
+    async fn mount_volumes(&mut self, pod: &Pod) -> Option<Next> {
+        let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
+        let outcome = self
+            .volumes
+            .ensure(&*self.cluster, &layout, pod, &self.node)
+            .await;
+        for failure in &outcome.failures {
+            tracing::warn!(pod = %pod_name(pod), "{failure}");
+            self.cluster
+                .event(pod, None, "Warning", "FailedMount", failure);
+        }
+        if outcome.all_ready {
+            self.mount_failures = 0;
+            return None;
+        }
+        // Upstream's volume operations back off exponentially to about two minutes.
+        let delay = Duration::from_secs(1 << self.mount_failures.min(6));
+        self.mount_failures += 1;
+        Some(Next::After(delay))
     }
 
     /// A new sandbox for the pod: the old ones (dead) are stopped with their containers
@@ -427,27 +460,22 @@ impl<C: Cluster> Worker<C> {
                 return Some(Duration::from_secs(2));
             }
         };
-        let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
-        let mounts = match crate::pod_volumes::container_mounts(&layout, pod, c) {
-            Ok(m) => m,
-            Err(e) => {
-                // As upstream: the pod waits in ContainerCreating with a FailedMount
-                // event naming the volume.
-                self.waiting
-                    .insert(c.name.clone(), ("ContainerCreating".to_string(), e.clone()));
-                self.cluster.event(pod, None, "Warning", "FailedMount", &e);
-                return Some(Duration::from_secs(10));
-            }
-        };
         let image_user = self.image_user(&image_ref).await;
-        let inputs = spec::ContainerInputs {
+        let mut inputs = spec::ContainerInputs {
             image_user,
             image: image_ref,
             restart_count,
-            pod_ips: sandbox.ips.clone(),
-            mounts,
+            pod_ips: pod_ips(pod, sandbox, &self.node),
+            mounts: Vec::new(),
         };
-        let config = match spec::container_config(pod, c, &self.node, &sources, &inputs) {
+        let config = match self.mounts(pod, c, &sources, &inputs) {
+            Ok(mounts) => {
+                inputs.mounts = mounts;
+                spec::container_config(pod, c, &self.node, &sources, &inputs)
+            }
+            Err(e) => Err(e),
+        };
+        let config = match config {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.waiting.insert(
@@ -504,6 +532,54 @@ impl<C: Cluster> Worker<C> {
         None
     }
 
+    /// The container's mounts: its volumeMounts (subPathExpr expanded from its
+    /// environment) and the pod's managed /etc/hosts, written afresh for each start
+    /// as upstream does.
+    fn mounts(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        sources: &spec::EnvSources,
+        inputs: &spec::ContainerInputs,
+    ) -> Result<Vec<api::Mount>, spec::ConfigError> {
+        let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
+        let env = spec::container_env(pod, c, &self.node, sources, inputs)?;
+        let paths: Vec<&str> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        let hosts = if spec::mounts_hosts_file(&inputs.pod_ips, &paths) {
+            let file = pod_volumes::hosts_file_path(&layout, &self.uid).ok_or_else(|| {
+                spec::ConfigError(format!("pod uid {:?} cannot name a directory", self.uid))
+            })?;
+            let (hostname, domain) = spec::hostname_and_domain(pod, &self.node)?;
+            let node_hosts = std::fs::read_to_string("/etc/hosts").ok();
+            let content = spec::etc_hosts(
+                pod,
+                &hostname,
+                &domain,
+                &inputs.pod_ips,
+                node_hosts.as_deref(),
+            );
+            write_file(&file, content.as_bytes())
+                .map_err(|e| spec::ConfigError(format!("write {}: {e}", file.display())))?;
+            Some(file)
+        } else {
+            None
+        };
+        pod_volumes::container_mounts(
+            &layout,
+            pod,
+            c,
+            self.volumes.host_volumes(),
+            &env,
+            hosts.as_deref(),
+        )
+        .map_err(spec::ConfigError)
+    }
+
     async fn start_created(&mut self, pod: &Pod, c: &Container, id: &str) {
         let fp = field_path(pod, &c.name);
         self.acted = true;
@@ -539,6 +615,34 @@ impl<C: Cluster> Worker<C> {
             }
         }
     }
+}
+
+/// The pod's addresses: its sandbox's, or for a hostNetwork pod the node's (upstream
+/// reports and projects the node's IPs as a hostNetwork pod's own).
+fn pod_ips(pod: &Pod, sandbox: &crate::runtime_state::Sandbox, node: &NodeContext) -> Vec<String> {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    if host_network && sandbox.ips.is_empty() {
+        node.node_ips.clone()
+    } else {
+        sandbox.ips.clone()
+    }
+}
+
+/// Writes `path` whole (a temporary file renamed over it), mode 0644, creating its
+/// directory: a container starting meanwhile sees the old or the new file.
+fn write_file(path: &std::path::Path, content: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&tmp, path)
 }
 
 fn is_terminal(pod: &Pod) -> bool {

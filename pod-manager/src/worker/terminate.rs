@@ -70,6 +70,7 @@ impl<C: Cluster> Worker<C> {
             tracing::warn!(pod = %pod_name(pod), error = %e, "remove the pod's volumes; retrying");
             return Next::After(Duration::from_secs(5));
         }
+        self.volumes.forget();
         if let Desired::Pod(_) = desired {
             let after = PodRuntime::read(&self.cri, &self.uid, &self.node.node_name)
                 .await
