@@ -36,6 +36,7 @@ const MANIFESTS: &[&str] = &[
     "hostpath.yaml",
     "hostpath-wrong-type.yaml",
     "pvc.yaml",
+    "local-pv.yaml",
     "subpath.yaml",
     "subpath-escape.yaml",
     "fsgroup.yaml",
@@ -50,6 +51,7 @@ const SELF_CHECKING: &[(&str, &str)] = &[
     ("projected-volume", "app"),
     ("hostpath-volume", "app"),
     ("pvc-volume", "app"),
+    ("local-pv-volume", "app"),
     ("subpath-volume", "app"),
     ("fsgroup-volume", "app"),
 ];
@@ -61,11 +63,11 @@ const LIVE_UPDATE: Duration = Duration::from_secs(100);
 pub fn node_mounts_volumes(bed: &Bed, node: &GantryNode) -> Result<()> {
     let k = bed.kubectl()?;
     let host_root = bed.dir().join("volume-host");
-    fs::create_dir_all(host_root.join("hostpath"))?;
-    fs::write(host_root.join("hostpath/seed.txt"), "seeded by the node\n")?;
+    prepare_host(&host_root)?;
     for m in MANIFESTS {
         let text = fs::read_to_string(example(m))?
-            .replace(EXAMPLE_HOST_ROOT, &host_root.to_string_lossy());
+            .replace(EXAMPLE_HOST_ROOT, &host_root.to_string_lossy())
+            .replace("- my-node", &format!("- {}", node.name));
         k.apply_yaml(&text).with_context(|| format!("apply {m}"))?;
     }
     let applied = Instant::now();
@@ -204,6 +206,25 @@ pub fn node_mounts_volumes(bed: &Bed, node: &GantryNode) -> Result<()> {
         applied.elapsed()
     );
     checks.finish()
+}
+
+/// What the manifests' comments ask a user to create on the node first.
+fn prepare_host(host_root: &Path) -> Result<()> {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let set_mode = |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode));
+    fs::create_dir_all(host_root.join("hostpath"))?;
+    fs::write(host_root.join("hostpath/seed.txt"), "seeded by the node\n")?;
+    for dir in ["matching", "fresh"] {
+        let d = host_root.join("local").join(dir);
+        fs::create_dir_all(&d)?;
+        set_mode(&d, 0o755)?;
+        fs::write(d.join("old.txt"), "old\n")?;
+        set_mode(&d.join("old.txt"), 0o644)?;
+    }
+    let matching = host_root.join("local/matching");
+    chown(&matching, None, Some(2000))?;
+    set_mode(&matching, 0o2775)?;
+    Ok(())
 }
 
 fn example(name: &str) -> PathBuf {
@@ -383,10 +404,10 @@ fn failed_mount(k: &Kubectl, pod: &str, message: &str, deadline: Instant) -> Res
                     "{pod} is {phase} without its volume mounted"
                 )));
             }
-            Ok(events(k, pod)?.iter().any(|e| e.starts_with(&want)).then_some(()))
+            Ok(events(k, pod)?.into_iter().find(|e| e.starts_with(&want)))
         },
     );
-    with_story(k, pod, r)?;
+    println!("volumes: {pod}: {}", with_story(k, pod, r)?);
     let p = k.get_json(&["pod", pod])?;
     let (reason, _) = waiting(&p, "app");
     ensure!(
@@ -472,6 +493,7 @@ fn projected_token_is_accepted(k: &Kubectl) -> Result<()> {
     );
 
     let status = token_review(k, &token, &[TOKEN_AUDIENCE])?;
+    println!("volumes: TokenReview for {TOKEN_AUDIENCE}: {status}");
     ensure!(
         status["authenticated"] == true && status["user"]["username"] == user,
         "TokenReview for {TOKEN_AUDIENCE}: {status}"
@@ -585,6 +607,7 @@ fn subpath_symlink_is_refused(k: &Kubectl, deadline: Instant) -> Result<()> {
         },
     );
     let message = with_story(k, pod, r)?;
+    println!("volumes: subpath-escape reader waits: {message}");
     ensure!(
         message.starts_with(&want),
         "waiting message {message:?}, want it to start with {want:?}"
@@ -624,6 +647,7 @@ fn subpath_swap_is_refused(k: &Kubectl, deadline: Instant) -> Result<()> {
         },
     );
     let message = with_story(k, pod, r)?;
+    println!("volumes: subpath-swap worker restart refused: {message}");
     ensure!(
         message.starts_with(&want),
         "error {message:?}, want it to start with {want:?}"
@@ -636,6 +660,7 @@ fn subpath_swap_is_refused(k: &Kubectl, deadline: Instant) -> Result<()> {
         "the worker never ran: {worker:?}"
     );
     ensure!(!worker.contains("LEAKED"), "worker logs: {worker:?}");
+    println!("volumes: subpath-swap worker's run: {}", worker.trim());
     let p = k.get_json(&["pod", pod])?;
     let status = p["status"]["containerStatuses"]
         .as_array()
