@@ -390,8 +390,8 @@ fn waiting(p: &Value, container: &str) -> (String, String) {
     )
 }
 
-/// As upstream: a FailedMount warning naming the volume and why, and the pod stays
-/// Pending with its container waiting in ContainerCreating.
+/// As upstream: a FailedMount warning with exactly upstream's message, naming the volume
+/// and why, and the pod stays Pending with its container waiting in ContainerCreating.
 fn failed_mount(k: &Kubectl, pod: &str, message: &str, deadline: Instant) -> Result<()> {
     let want = format!("Warning FailedMount: {message}");
     let r = wait::until(
@@ -404,7 +404,7 @@ fn failed_mount(k: &Kubectl, pod: &str, message: &str, deadline: Instant) -> Res
                     "{pod} is {phase} without its volume mounted"
                 )));
             }
-            Ok(events(k, pod)?.into_iter().find(|e| e.starts_with(&want)))
+            Ok(events(k, pod)?.into_iter().find(|e| *e == want))
         },
     );
     println!("volumes: {pod}: {}", with_story(k, pod, r)?);
@@ -428,7 +428,7 @@ fn missing_config_map_waits(k: &Kubectl, deadline: Instant) -> Result<()> {
 }
 
 fn host_path_wrong_type_is_refused(k: &Kubectl, deadline: Instant) -> Result<()> {
-    // Upstream's text is "... /tmp is not a file"; more may follow.
+    // Upstream's text, word for word (pkg/volume/hostpath's checkTypeInternal).
     failed_mount(
         k,
         "hostpath-wrong-type",
@@ -577,6 +577,7 @@ fn pod_uid(k: &Kubectl, pod: &str) -> Result<String> {
 /// the node's / or /etc (mountinfo's root field is the source path in its filesystem).
 fn subpath_mounts_stay_inside(uid: &str) -> Result<()> {
     let info = fs::read_to_string("/proc/self/mountinfo")?;
+    let mut seen = 0;
     for line in info.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         let (Some(root), Some(point)) = (fields.get(3), fields.get(4)) else {
@@ -587,7 +588,11 @@ fn subpath_mounts_stay_inside(uid: &str) -> Result<()> {
         {
             bail!("a subPath mount exposes {root} at {point}");
         }
+        if point.contains(&format!("/pods/{uid}/volume-subpaths/")) {
+            seen += 1;
+        }
     }
+    println!("volumes: pod {uid}: {seen} subPath mounts on the node, all inside its volumes");
     Ok(())
 }
 
