@@ -24,6 +24,28 @@ pub struct QuantityError {
 const NANO: i128 = 1_000_000_000;
 
 impl Quantity {
+    pub const ZERO: Quantity = Quantity { nanos: 0 };
+
+    /// A quantity of whole units.
+    pub fn from_units(units: i64) -> Quantity {
+        Quantity {
+            nanos: i128::from(units) * NANO,
+        }
+    }
+
+    /// A quantity of thousandths (millicores).
+    pub fn from_millis(millis: i64) -> Quantity {
+        Quantity {
+            nanos: i128::from(millis) * 1_000_000,
+        }
+    }
+
+    pub fn saturating_add(self, other: Quantity) -> Quantity {
+        Quantity {
+            nanos: self.nanos.saturating_add(other.nanos),
+        }
+    }
+
     /// Parses the canonical and the exponent forms: `<sign><digits>[.<digits>]<suffix>`, where the
     /// suffix is a binary SI one (`Ki`..`Ei`), a decimal SI one (`n`,`u`,`m`,``,`k`,`M`..`E`) or an
     /// exponent (`e3`, `E-2`), as `resource.ParseQuantity`.

@@ -1,134 +1,61 @@
-//! Kubernetes resource quantities ("100m", "0.5", "128Mi", "1G", "1e3"), read as
-//! apimachinery's resource.Quantity reads them. Written here rather than taken from a
-//! crate: the grammar fits in one function, and what the kubelet needs from a quantity
-//! is only Value() and MilliValue() with upstream's rounding (up, never losing a
-//! request).
-//!
-//! A quantity is kept as an exact count of nano-units in an i128: the finest suffix
-//! upstream accepts is `n`, and 2^127 nano-units hold every value an i64 can carry.
+//! Kubernetes resource quantities ("100m", "0.5", "128Mi", "1G", "1e3") as the pod specs
+//! resources need them: the volumes crate's parser (apimachinery's resource.Quantity
+//! grammar, exact nano-units) seen through i64 Value() and MilliValue() with upstream's
+//! rounding (up, never losing a request) and saturation, plus sums and comparisons.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use gantry_volumes::quantity::Quantity as Exact;
+pub use gantry_volumes::QuantityError;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 
-const NANO: i128 = 1_000_000_000;
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Quantity(Exact);
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Quantity {
-    nanos: i128,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("quantity {input:?}: {why}")]
-pub struct QuantityError {
-    input: String,
-    why: &'static str,
+impl Default for Quantity {
+    fn default() -> Self {
+        Quantity::ZERO
+    }
 }
 
 impl Quantity {
-    pub const ZERO: Quantity = Quantity { nanos: 0 };
+    pub const ZERO: Quantity = Quantity(Exact::ZERO);
 
-    /// `<sign><digits>[.<digits>]<suffix>`, where the suffix is a binary SI suffix
-    /// (Ki … Ei), a decimal SI suffix (n u m "" k M G T P E) or an exponent (e3, E-2).
-    /// Digits below a nano-unit round up, as upstream rounds "0.1m" up to "1m".
     pub fn parse(input: &str) -> Result<Quantity, QuantityError> {
-        let err = |why| QuantityError {
-            input: input.to_string(),
-            why,
-        };
-        let s = input.trim();
-        let (negative, s) = match s.as_bytes().first() {
-            Some(b'-') => (true, &s[1..]),
-            Some(b'+') => (false, &s[1..]),
-            _ => (false, s),
-        };
-        let number_end = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
-        let (number, suffix) = s.split_at(number_end);
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        if whole.is_empty() && fraction.is_empty() {
-            return Err(err("no digits"));
-        }
-        if fraction.contains('.') {
-            return Err(err("more than one decimal point"));
-        }
-        let (base, exponent) = suffix_scale(suffix).ok_or_else(|| err("unknown suffix"))?;
-
-        // The digits as one integer: mantissa = digits / 10^fraction_len.
-        let digits = format!("{whole}{fraction}");
-        let digits = digits.trim_start_matches('0');
-        let mut mantissa: i128 = 0;
-        for d in digits.bytes() {
-            mantissa = mantissa
-                .checked_mul(10)
-                .and_then(|m| m.checked_add(i128::from(d - b'0')))
-                .ok_or_else(|| err("too large"))?;
-        }
-        let scale = i32::try_from(fraction.len()).map_err(|_| err("too many digits"))?;
-
-        // nanos = mantissa * base^exponent * 10^9 / 10^scale, rounded up.
-        let (numerator, denominator) = if base == 10 {
-            let power = exponent + 9 - scale;
-            if power >= 0 {
-                (mul_pow(mantissa, 10, power), Some(1))
-            } else {
-                (Some(mantissa), pow(10, -power))
-            }
-        } else {
-            (
-                mul_pow(mantissa, 2, exponent).and_then(|m| m.checked_mul(NANO)),
-                pow(10, scale),
-            )
-        };
-        let numerator = numerator.ok_or_else(|| err("too large"))?;
-        let nanos = match denominator {
-            Some(d) => ceil_div(numerator, d),
-            // 10^power beyond i128: anything non-zero is below one nano-unit.
-            None => i128::from(numerator != 0),
-        };
-        Ok(Quantity {
-            nanos: if negative { -nanos } else { nanos },
-        })
+        Exact::parse(input).map(Quantity)
     }
 
     /// The quantity in whole units, rounded up (upstream's Value()).
     pub fn value(&self) -> i64 {
-        saturate(ceil_div(self.nanos, NANO))
+        saturate(self.0.value())
     }
 
     /// The quantity in thousandths, rounded up (upstream's MilliValue()).
     pub fn milli_value(&self) -> i64 {
-        saturate(ceil_div(self.nanos, 1_000_000))
+        saturate(self.0.milli_value())
     }
 
     pub fn is_zero(&self) -> bool {
-        self.nanos == 0
+        self.0.is_zero()
     }
 
     pub fn saturating_add(self, other: Quantity) -> Quantity {
-        Quantity {
-            nanos: self.nanos.saturating_add(other.nanos),
-        }
+        Quantity(self.0.saturating_add(other.0))
     }
 
     pub fn cmp_value(&self, other: &Quantity) -> Ordering {
-        self.nanos.cmp(&other.nanos)
+        self.0.cmp(&other.0)
     }
 
     /// A quantity of whole units (for node capacities given as plain numbers).
     pub fn from_units(units: i64) -> Quantity {
-        Quantity {
-            nanos: i128::from(units) * NANO,
-        }
+        Quantity(Exact::from_units(units))
     }
 
     /// A quantity of thousandths (millicores).
     pub fn from_millis(millis: i64) -> Quantity {
-        Quantity {
-            nanos: i128::from(millis) * 1_000_000,
-        }
+        Quantity(Exact::from_millis(millis))
     }
 }
 
@@ -142,60 +69,6 @@ pub fn of(list: Option<&BTreeMap<String, ApiQuantity>>, name: &str) -> Option<Qu
             tracing::warn!(resource = name, error = %e, "ignoring an unreadable quantity");
             None
         }
-    }
-}
-
-fn suffix_scale(suffix: &str) -> Option<(i128, i32)> {
-    let decimal = |e| Some((10, e));
-    let binary = |e| Some((2, e));
-    match suffix {
-        "" => decimal(0),
-        "n" => decimal(-9),
-        "u" => decimal(-6),
-        "m" => decimal(-3),
-        "k" => decimal(3),
-        "M" => decimal(6),
-        "G" => decimal(9),
-        "T" => decimal(12),
-        "P" => decimal(15),
-        "E" => decimal(18),
-        "Ki" => binary(10),
-        "Mi" => binary(20),
-        "Gi" => binary(30),
-        "Ti" => binary(40),
-        "Pi" => binary(50),
-        "Ei" => binary(60),
-        _ => {
-            let exponent = suffix
-                .strip_prefix('e')
-                .or_else(|| suffix.strip_prefix('E'))?;
-            let digits = exponent.trim_start_matches(['+', '-']);
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            decimal(exponent.parse().ok()?)
-        }
-    }
-}
-
-fn pow(base: i128, exponent: i32) -> Option<i128> {
-    base.checked_pow(u32::try_from(exponent).ok()?)
-}
-
-fn mul_pow(m: i128, base: i128, exponent: i32) -> Option<i128> {
-    if m == 0 {
-        return Some(0);
-    }
-    m.checked_mul(pow(base, exponent)?)
-}
-
-/// Division rounding toward +infinity.
-fn ceil_div(n: i128, d: i128) -> i128 {
-    let q = n / d;
-    if n % d > 0 {
-        q + 1
-    } else {
-        q
     }
 }
 
