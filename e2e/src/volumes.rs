@@ -404,7 +404,21 @@ fn failed_mount(k: &Kubectl, pod: &str, message: &str, deadline: Instant) -> Res
                     "{pod} is {phase} without its volume mounted"
                 )));
             }
-            Ok(events(k, pod)?.into_iter().find(|e| *e == want))
+            let failed: Vec<String> = events(k, pod)?
+                .into_iter()
+                .filter(|e| e.starts_with("Warning FailedMount: "))
+                .collect();
+            if failed.iter().any(|e| *e == want) {
+                return Ok(Some(want.clone()));
+            }
+            // A FailedMount for the same volume with other words will not change.
+            let volume = want.split(" : ").next().unwrap_or(&want);
+            if let Some(other) = failed.iter().find(|e| e.starts_with(volume)) {
+                return Err(wait::fatal(format!(
+                    "the event says {other:?}, upstream's says {want:?}"
+                )));
+            }
+            Ok(None)
         },
     );
     println!("volumes: {pod}: {}", with_story(k, pod, r)?);
