@@ -408,7 +408,7 @@ fn failed_mount(k: &Kubectl, pod: &str, message: &str, deadline: Instant) -> Res
                 .into_iter()
                 .filter(|e| e.starts_with("Warning FailedMount: "))
                 .collect();
-            if failed.iter().any(|e| *e == want) {
+            if failed.contains(&want) {
                 return Ok(Some(want.clone()));
             }
             // A FailedMount for the same volume with other words will not change.
