@@ -23,6 +23,12 @@ use crate::gantry_node::GantryNode;
 use crate::kubectl::Kubectl;
 use crate::{paths, wait};
 
+mod observe;
+use observe::{
+    events, judge, log_line_appears, logs, pod_story, pod_uid, remaining, self_check, waiting,
+    with_story, Checks,
+};
+
 /// The host path the example manifests use; the test puts it inside the bed's directory.
 const EXAMPLE_HOST_ROOT: &str = "/tmp/gantry-examples";
 const TOKEN_AUDIENCE: &str = "gantry-e2e-volumes";
@@ -126,10 +132,13 @@ pub fn node_mounts_volumes(bed: &Bed, node: &GantryNode) -> Result<()> {
     ])?;
     k.run(&["label", "pod", "downward-volume", "release=canary"])?;
 
-    checks.run("projected token: TokenReview as the service account", || {
-        ensure!(running("projected-volume"), "projected-volume never ran");
-        projected_token_is_accepted(&k)
-    });
+    checks.run(
+        "projected token: TokenReview as the service account",
+        || {
+            ensure!(running("projected-volume"), "projected-volume never ran");
+            projected_token_is_accepted(&k)
+        },
+    );
     checks.run("hostPath: created on the node, data shared", || {
         ensure!(running("hostpath-volume"), "hostpath-volume never ran");
         host_path_reaches_the_node(&k, &host_root)
@@ -141,12 +150,14 @@ pub fn node_mounts_volumes(bed: &Bed, node: &GantryNode) -> Result<()> {
         ensure!(running("pvc-volume"), "pvc-volume never ran");
         claim_lands_in_the_volume(&k, &host_root)
     });
-    checks.run("subPath symlink to /etc: CreateContainerConfigError", || {
-        subpath_symlink_is_refused(&k, refusals)
-    });
-    checks.run("subPath swapped for a symlink to /: restart refused", || {
-        subpath_swap_is_refused(&k, refusals)
-    });
+    checks.run(
+        "subPath symlink to /etc: CreateContainerConfigError",
+        || subpath_symlink_is_refused(&k, refusals),
+    );
+    checks.run(
+        "subPath swapped for a symlink to /: restart refused",
+        || subpath_swap_is_refused(&k, refusals),
+    );
 
     let update_deadline = updates_started + LIVE_UPDATE;
     checks.run("configMap update seen in the pod", || {
@@ -233,163 +244,6 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Outcomes of the checks, kept so every check runs and is reported.
-struct Checks {
-    started: Instant,
-    results: Vec<(String, Option<String>)>,
-}
-
-impl Checks {
-    /// Runs one check, prints PASS or FAIL at once, and says whether it passed.
-    fn run(&mut self, name: &str, check: impl FnOnce() -> Result<()>) -> bool {
-        let failure = check().err().map(|e| format!("{e:#}"));
-        let at = self.started.elapsed().as_secs();
-        match &failure {
-            None => println!("volumes: [{at:>3} s] PASS {name}"),
-            Some(e) => println!("volumes: [{at:>3} s] FAIL {name}: {e}"),
-        }
-        let passed = failure.is_none();
-        self.results.push((name.to_string(), failure));
-        passed
-    }
-
-    fn finish(self) -> Result<()> {
-        let failed: Vec<String> = self
-            .results
-            .iter()
-            .filter_map(|(name, f)| f.as_ref().map(|e| format!("- {name}: {e}")))
-            .collect();
-        if failed.is_empty() {
-            return Ok(());
-        }
-        bail!(
-            "{} of {} volume checks failed:\n{}",
-            failed.len(),
-            self.results.len(),
-            failed.join("\n")
-        )
-    }
-}
-
-fn remaining(deadline: Instant) -> Duration {
-    // At least a few seconds: a late check still gets a look.
-    deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_secs(5))
-}
-
-fn logs(k: &Kubectl, pod: &str, container: &str) -> Result<String> {
-    k.run(&["logs", pod, "-c", container])
-}
-
-/// The pod's events as "Type Reason: message" lines.
-fn events(k: &Kubectl, pod: &str) -> Result<Vec<String>> {
-    let list = k.get_json(&[
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={pod}"),
-    ])?;
-    Ok(list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            format!(
-                "{} {}: {}",
-                e["type"].as_str().unwrap_or(""),
-                e["reason"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect())
-}
-
-/// What a user would look at when a pod misbehaves: phase, container states, events.
-fn pod_story(k: &Kubectl, pod: &str) -> String {
-    let mut out = String::new();
-    match k.get_json(&["pod", pod]) {
-        Ok(p) => {
-            out += &format!("pod {pod}: phase {}\n", p["status"]["phase"]);
-            for key in ["initContainerStatuses", "containerStatuses"] {
-                for s in p["status"][key].as_array().into_iter().flatten() {
-                    out += &format!(
-                        "  {} restarts={} state={}\n",
-                        s["name"].as_str().unwrap_or(""),
-                        s["restartCount"],
-                        s["state"]
-                    );
-                }
-            }
-        }
-        Err(e) => out += &format!("pod {pod}: {e:#}\n"),
-    }
-    match events(k, pod) {
-        Ok(ev) => {
-            for e in ev {
-                out += &format!("  event {e}\n");
-            }
-        }
-        Err(e) => out += &format!("  events: {e:#}\n"),
-    }
-    out
-}
-
-fn with_story<T>(k: &Kubectl, pod: &str, r: Result<T>) -> Result<T> {
-    r.map_err(|e| {
-        let story = pod_story(k, pod);
-        e.context(story)
-    })
-}
-
-/// Waits for the pod's "RESULT:" line and returns its log.
-fn self_check(k: &Kubectl, pod: &str, container: &str, deadline: Instant) -> Result<String> {
-    let out = wait::until(
-        &format!("{pod} to print its RESULT line"),
-        remaining(deadline),
-        || {
-            let out = logs(k, pod, container)?;
-            Ok(out.lines().any(|l| l.starts_with("RESULT:")).then_some(out))
-        },
-    );
-    with_story(k, pod, out)
-}
-
-/// Passes on "RESULT: OK", else fails with the FAIL lines the pod printed.
-fn judge(pod: &str, out: &str) -> Result<()> {
-    if out.lines().any(|l| l == "RESULT: OK") {
-        return Ok(());
-    }
-    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL ")).collect();
-    bail!("{pod} saw: {}", fails.join("; "))
-}
-
-fn log_line_appears(k: &Kubectl, pod: &str, line: &str, deadline: Instant) -> Result<()> {
-    let r = wait::until(
-        &format!("{pod} to print {line:?}"),
-        remaining(deadline),
-        || {
-            let out = logs(k, pod, "app")?;
-            Ok(out.lines().any(|l| l == line).then_some(()))
-        },
-    );
-    with_story(k, pod, r)
-}
-
-/// The first container's waiting reason and message.
-fn waiting(p: &Value, container: &str) -> (String, String) {
-    let s = p["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == container)
-        .map(|s| s["state"]["waiting"].clone())
-        .unwrap_or_default();
-    (
-        s["reason"].as_str().unwrap_or("").to_string(),
-        s["message"].as_str().unwrap_or("").to_string(),
-    )
-}
-
 /// As upstream: a FailedMount warning with exactly upstream's message, naming the volume
 /// and why, and the pod stays Pending with its container waiting in ContainerCreating.
 fn failed_mount(k: &Kubectl, pod: &str, message: &str, deadline: Instant) -> Result<()> {
@@ -453,10 +307,7 @@ fn host_path_wrong_type_is_refused(k: &Kubectl, deadline: Instant) -> Result<()>
 
 /// The JSON payload of a JWT.
 fn jwt_claims(token: &str) -> Result<Value> {
-    let payload = token
-        .split('.')
-        .nth(1)
-        .context("the token is not a JWT")?;
+    let payload = token.split('.').nth(1).context("the token is not a JWT")?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .context("decode the token's payload")?;
@@ -554,7 +405,11 @@ fn host_path_reaches_the_node(k: &Kubectl, host_root: &Path) -> Result<()> {
     ensure!(mode == 0o755, "{} has mode {mode:o}", dir.display());
     let file = dir.join("from-pod.txt");
     let text = fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
-    ensure!(text == "written by the pod\n", "{}: {text:?}", file.display());
+    ensure!(
+        text == "written by the pod\n",
+        "{}: {text:?}",
+        file.display()
+    );
     let out = logs(k, "hostpath-volume", "app")?;
     ensure!(
         out.lines().any(|l| l == "seed: seeded by the node"),
@@ -578,13 +433,6 @@ fn claim_lands_in_the_volume(k: &Kubectl, host_root: &Path) -> Result<()> {
         file.display()
     );
     Ok(())
-}
-
-fn pod_uid(k: &Kubectl, pod: &str) -> Result<String> {
-    Ok(k.get_json(&["pod", pod])?["metadata"]["uid"]
-        .as_str()
-        .context("pod without uid")?
-        .to_string())
 }
 
 /// Every subPath bind mount of the pod comes from inside the pod's volumes, not from
@@ -649,22 +497,18 @@ fn subpath_swap_is_refused(k: &Kubectl, deadline: Instant) -> Result<()> {
     let want = format!("{SUBPATH_ERROR} \"worker\"");
     // The waiting reason alternates with CrashLoopBackOff (the worker exited before),
     // so the Failed event is the lasting sign, as in `kubectl describe`.
-    let r = wait::until(
-        "the worker's restart to fail",
-        remaining(deadline),
-        || {
-            let p = k.get_json(&["pod", pod])?;
-            let (reason, message) = waiting(&p, "worker");
-            if reason == "CreateContainerConfigError" {
-                return Ok(Some(message));
-            }
-            let ev = events(k, pod)?;
-            Ok(ev
-                .iter()
-                .find(|e| e.starts_with("Warning Failed: Error: ") && e.contains(SUBPATH_ERROR))
-                .map(|e| e["Warning Failed: Error: ".len()..].to_string()))
-        },
-    );
+    let r = wait::until("the worker's restart to fail", remaining(deadline), || {
+        let p = k.get_json(&["pod", pod])?;
+        let (reason, message) = waiting(&p, "worker");
+        if reason == "CreateContainerConfigError" {
+            return Ok(Some(message));
+        }
+        let ev = events(k, pod)?;
+        Ok(ev
+            .iter()
+            .find(|e| e.starts_with("Warning Failed: Error: ") && e.contains(SUBPATH_ERROR))
+            .map(|e| e["Warning Failed: Error: ".len()..].to_string()))
+    });
     let message = with_story(k, pod, r)?;
     println!("volumes: subpath-swap worker restart refused: {message}");
     ensure!(
@@ -674,10 +518,7 @@ fn subpath_swap_is_refused(k: &Kubectl, deadline: Instant) -> Result<()> {
     let swapper = logs(k, pod, "swapper")?;
     ensure!(swapper.contains("swapped"), "swapper logs: {swapper:?}");
     let worker = logs(k, pod, "worker")?;
-    ensure!(
-        worker.contains("run:"),
-        "the worker never ran: {worker:?}"
-    );
+    ensure!(worker.contains("run:"), "the worker never ran: {worker:?}");
     ensure!(!worker.contains("LEAKED"), "worker logs: {worker:?}");
     println!("volumes: subpath-swap worker's run: {}", worker.trim());
     let p = k.get_json(&["pod", pod])?;
