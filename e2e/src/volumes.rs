@@ -8,7 +8,7 @@
 //! pods are deleted.
 //!
 //! Every check runs and is reported (PASS/FAIL on stdout) even when an earlier one
-//! failed, so one run says which volume kinds work; the test fails if any did.
+//! failed, so one run says which volume kinds work; the test fails if any check failed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
