@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use gantry_networking::{cni, dns, hosts_file, netns};
+use tracing::Instrument;
 
 use crate::api;
 use crate::engine::Engine;
@@ -120,29 +121,35 @@ impl Engine {
             return Err(e);
         }
         let span = tracing::info_span!("sandbox", pod = %format!("{}/{}", m.namespace, m.name), id = %short(&id));
-        let _e = span.enter();
-        match self.set_up_sandbox(&sb, modes).await {
-            Ok((ips, infra_pid)) => {
-                let mut state = sb.state.clone();
-                state.phase = SandboxPhase::Ready;
-                state.ips = ips;
-                state.infra_pid = infra_pid;
-                if let Err(e) = self.store.update_sandbox(&id, state).await {
+        // Instrumented, not entered: a span guard held across an await moves between
+        // worker threads with the task, which corrupts the subscriber's span stacks and
+        // makes tracing-subscriber panic under concurrent RunPodSandbox calls.
+        async {
+            match self.set_up_sandbox(&sb, modes).await {
+                Ok((ips, infra_pid)) => {
+                    let mut state = sb.state.clone();
+                    state.phase = SandboxPhase::Ready;
+                    state.ips = ips;
+                    state.infra_pid = infra_pid;
+                    if let Err(e) = self.store.update_sandbox(&id, state).await {
+                        self.roll_back_sandbox(&sb).await;
+                        return Err(e);
+                    }
+                    tracing::info!("sandbox ready");
+                    if infra_pid > 0 {
+                        self.spawn_infra_waiter(&id);
+                    }
+                    Ok(id)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sandbox set-up failed; rolling back");
                     self.roll_back_sandbox(&sb).await;
-                    return Err(e);
+                    Err(e)
                 }
-                tracing::info!("sandbox ready");
-                if infra_pid > 0 {
-                    self.spawn_infra_waiter(&id);
-                }
-                Ok(id)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "sandbox set-up failed; rolling back");
-                self.roll_back_sandbox(&sb).await;
-                Err(e)
             }
         }
+        .instrument(span)
+        .await
     }
 
     async fn roll_back_sandbox(&self, sb: &Sandbox) {

@@ -4,7 +4,7 @@
 //! the same checks and compared by the benchmarks.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -28,12 +28,30 @@ pub enum NodeRuntime {
     Containerd,
 }
 
+/// Where a node that is a host of its own runs (see [`crate::multinode`]).
+#[derive(Clone, Debug)]
+pub struct NetnsPlacement {
+    /// The pinned network namespace `gantry node` is started in (setns before exec; the
+    /// mount namespace stays the host's, so its mounts are seen by containerd).
+    pub netns: PathBuf,
+    /// The node's address in that namespace: its InternalIP and the kubelet API's
+    /// listen address.
+    pub address: String,
+    /// Its pod network, the bridge inside `netns`.
+    pub network: NodeNetwork,
+}
+
 #[derive(Clone, Debug)]
 pub struct GantryNode {
     pub name: String,
     pub dir: PathBuf,
     pub process: Recorded,
     pub network: NodeNetwork,
+    /// The node's address (InternalIP): its bridge's gateway, or its address on the
+    /// link between hosts when it runs in a network namespace of its own.
+    pub address: String,
+    /// The network namespace it runs in, if not the host's.
+    pub netns: Option<PathBuf>,
     pub runtime: NodeRuntime,
     /// The CRI socket crictl can use (the embedded CRI's, or containerd's).
     pub cri_socket: PathBuf,
@@ -48,7 +66,13 @@ pub struct GantryNode {
 }
 
 pub fn start(bed: &mut Bed, name: &str, runtime: NodeRuntime) -> Result<GantryNode> {
-    start_with(bed, name, runtime, &[])
+    start_with(bed, name, runtime, &[], None)
+}
+
+/// `gantry node` on its embedded CRI inside a network namespace of its own, with the pod
+/// network and address of `placement`.
+pub fn start_in_netns(bed: &mut Bed, name: &str, placement: NetnsPlacement) -> Result<GantryNode> {
+    start_with(bed, name, NodeRuntime::Embedded, &[], Some(placement))
 }
 
 /// `gantry node` without any kubeconfig: standalone, running the static pods in
@@ -58,7 +82,7 @@ pub fn start_standalone(
     name: &str,
     static_pods: &[(&str, &str)],
 ) -> Result<GantryNode> {
-    start_with(bed, name, NodeRuntime::Embedded, static_pods)
+    start_with(bed, name, NodeRuntime::Embedded, static_pods, None)
 }
 
 fn start_with(
@@ -66,6 +90,7 @@ fn start_with(
     name: &str,
     runtime: NodeRuntime,
     standalone_pods: &[(&str, &str)],
+    placement: Option<NetnsPlacement>,
 ) -> Result<GantryNode> {
     let standalone = !standalone_pods.is_empty();
     let dir = bed.dir().join("nodes").join(name);
@@ -74,7 +99,14 @@ fn start_with(
         NodeRuntime::Embedded => dir.join("net.d"),
         NodeRuntime::Containerd => bed.containerd.cni_conf_dir.clone(),
     };
-    let net = network::create_node_network(&mut bed.state, name, &conf_dir)?;
+    let (net, address, netns) = match placement {
+        Some(p) => (p.network, p.address, Some(p.netns)),
+        None => {
+            let net = network::create_node_network(&mut bed.state, name, &conf_dir)?;
+            let address = net.gateway.clone();
+            (net, address, None)
+        }
+    };
     let cgroup_root = format!("gantry-e2e-{}-{name}", bed.state.name);
     bed.state.cgroup_roots.push(cgroup_root.clone());
     bed.state.nodes.push(name.to_string());
@@ -87,6 +119,7 @@ fn start_with(
         NodeRuntime::Containerd => ctd.socket.clone(),
     };
     let mut config = kubelet_config(bed, &net, &cgroup_root, &dir)?;
+    config["address"] = json!(address);
     config["staticPodPath"] = json!(dir.join("manifests"));
     // Small, so the e2e suite sees rotation happen.
     config["containerLogMaxSize"] = json!("1Mi");
@@ -103,7 +136,7 @@ fn start_with(
     let config_path = dir.join("kubelet-config.json");
     fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
 
-    let mut cmd = Command::new(paths::gantry_bin()?);
+    let mut cmd = gantry_command(netns.as_deref())?;
     cmd.arg("node")
         .arg("--config")
         .arg(&config_path)
@@ -113,7 +146,7 @@ fn start_with(
         .arg(dir.join("pki"))
         .arg("--root-dir")
         .arg(dir.join("root"))
-        .args(["--hostname-override", name, "--node-ip", &net.gateway])
+        .args(["--hostname-override", name, "--node-ip", &address])
         // The embedded CRI (unused on containerd's CRI plugin).
         .arg("--cri-socket")
         .arg(dir.join("cri.sock"))
@@ -144,6 +177,8 @@ fn start_with(
         dir,
         process,
         network: net,
+        address,
+        netns,
         runtime,
         cri_socket,
         cgroup_root,
@@ -210,7 +245,7 @@ impl GantryNode {
     /// Kills `gantry node` with `signal` and starts it again with the same arguments,
     /// as systemd would; waits until the node is Ready.
     pub fn restart(&mut self, bed: &mut Bed, signal: i32) -> Result<()> {
-        self.restart_with(bed, signal, || Ok(()))
+        self.restart_with_failpoint(bed, signal, None, || Ok(()))
     }
 
     /// Like `restart`, running `while_down` after the process is gone and before the
@@ -221,19 +256,58 @@ impl GantryNode {
         signal: i32,
         while_down: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
+        self.restart_with_failpoint(bed, signal, None, while_down)
+    }
+
+    /// Like `restart_with`, and the new process's CRI aborts at crash point `failpoint`
+    /// (see gantry_cri::failpoint), as if the machine lost power there. The node still
+    /// turns Ready; it dies when the work reaches that point.
+    pub fn restart_with_failpoint(
+        &mut self,
+        bed: &mut Bed,
+        signal: i32,
+        failpoint: Option<&str>,
+        while_down: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         if self.process.is_alive() {
             crate::process::signal(self.process.pid, signal);
         }
         self.process.stop(Duration::from_secs(10));
         while_down()?;
         self.restarts += 1;
-        let mut cmd = Command::new(paths::gantry_bin()?);
+        let mut cmd = gantry_command(self.netns.as_deref())?;
         cmd.args(&self.args)
             .env("RUST_LOG", "info,gantry=debug,gantry_pod_manager=debug");
+        if let Some(point) = failpoint {
+            cmd.env("GANTRY_CRI_FAILPOINT", point);
+        }
         self.process = bed.state.spawn(
             &format!("gantry-node-{}-restart{}", self.name, self.restarts),
             cmd,
         )?;
         self.wait_ready(bed)
     }
+}
+
+/// The `gantry` command, entering the network namespace pinned at `netns` (if any)
+/// between fork and exec.
+fn gantry_command(netns: Option<&Path>) -> Result<Command> {
+    let mut cmd = Command::new(paths::gantry_bin()?);
+    if let Some(ns) = netns {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let file = fs::File::open(ns)
+            .map_err(|e| anyhow::anyhow!("open network namespace {}: {e}", ns.display()))?;
+        // SAFETY: setns is async-signal-safe; the closure only reads a descriptor that
+        // the closure itself keeps open (the File moved into it).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    Ok(cmd)
 }

@@ -16,6 +16,15 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
     stdout_of(&format!("{program} {}", args.join(" ")), out)
 }
 
+/// Runs a command inside the network namespace pinned at `netns` (through nsenter, which
+/// unlike `ip netns exec` leaves the mount namespace alone).
+pub fn run_in_netns(netns: &Path, program: &str, args: &[&str]) -> Result<String> {
+    let net = format!("--net={}", netns.display());
+    let mut full = vec![net.as_str(), "--", program];
+    full.extend_from_slice(args);
+    run("nsenter", &full)
+}
+
 /// The stdout of a finished command, or an error naming `what` with its exit status
 /// and stderr.
 pub fn stdout_of(what: &str, out: std::process::Output) -> Result<String> {

@@ -215,6 +215,18 @@ pub fn create_node_network(
     node: &str,
     conf_dir: &Path,
 ) -> Result<NodeNetwork> {
+    create_node_network_in(state, node, conf_dir, None)
+}
+
+/// Like [`create_node_network`], with the bridge inside the network namespace pinned at
+/// `netns` (a node that is a host of its own, see [`crate::multinode`]). That bridge
+/// goes with its namespace, so it is not recorded among the bed's host bridges.
+pub fn create_node_network_in(
+    state: &mut BedState,
+    node: &str,
+    conf_dir: &Path,
+    netns: Option<&Path>,
+) -> Result<NodeNetwork> {
     let _lock = HostLock::acquire()?;
     HostSnapshot::ensure_guard()?;
     let index = free_subnet_index()?;
@@ -227,25 +239,28 @@ pub fn create_node_network(
         gateway: format!("198.18.{index}.1"),
         conf_dir: conf_dir.to_path_buf(),
     };
-    state.bridges.push(net.bridge.clone());
+    if netns.is_none() {
+        state.bridges.push(net.bridge.clone());
+    }
     state.cni_networks.push(net.name.clone());
     state.pod_subnets.push(net.subnet.clone());
     state.save()?;
 
-    if !host::link_exists(&net.bridge) {
-        host::run("ip", &["link", "add", &net.bridge, "type", "bridge"])?;
+    let ip = |args: &[&str]| match netns {
+        None => host::run("ip", args),
+        Some(ns) => host::run_in_netns(ns, "ip", args),
+    };
+    if ip(&["link", "show", "dev", &net.bridge]).is_err() {
+        ip(&["link", "add", &net.bridge, "type", "bridge"])?;
     }
-    host::run(
-        "ip",
-        &[
-            "addr",
-            "replace",
-            &format!("{}/24", net.gateway),
-            "dev",
-            &net.bridge,
-        ],
-    )?;
-    host::run("ip", &["link", "set", &net.bridge, "up"])?;
+    ip(&[
+        "addr",
+        "replace",
+        &format!("{}/24", net.gateway),
+        "dev",
+        &net.bridge,
+    ])?;
+    ip(&["link", "set", &net.bridge, "up"])?;
 
     fs::create_dir_all(&ipam_dir)?;
     fs::create_dir_all(conf_dir)?;
@@ -276,8 +291,9 @@ pub fn create_node_network(
 }
 
 /// The lowest N in 1..=254 such that 198.18.N.0/24 is neither on an interface nor held
-/// by any bed on this machine.
-fn free_subnet_index() -> Result<u8> {
+/// by any bed on this machine. The caller holds the [`HostLock`] until it has recorded
+/// the subnet in its bed's `pod_subnets`.
+pub fn free_subnet_index() -> Result<u8> {
     let mut used = std::collections::BTreeSet::new();
     let addrs = host::run("ip", &["-4", "-o", "addr", "show"])?;
     for word in addrs.split_whitespace() {

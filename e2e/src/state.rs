@@ -21,8 +21,13 @@ pub struct BedState {
     pub cni_networks: Vec<String>,
     /// Cgroups made directly below each hierarchy's root (node cgroup roots).
     pub cgroup_roots: Vec<String>,
-    /// Pod subnets (CIDR) handed to nodes of this bed.
+    /// Subnets (CIDR) of 198.18.0.0/16 handed to nodes of this bed: their pod subnets,
+    /// and the links between nodes that are hosts of their own (crate::multinode).
     pub pod_subnets: Vec<String>,
+    /// Host-side interfaces other than bridges (veths to network namespaces the bed
+    /// pinned below its directory); deleting one deletes its peer.
+    #[serde(default)]
+    pub links: Vec<String>,
     pub apiserver_url: Option<String>,
     pub registry_addr: Option<String>,
     pub nodes: Vec<String>,

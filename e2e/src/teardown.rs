@@ -4,7 +4,8 @@
 //! Per bed: its daemons, the containerd shims and container processes started for it
 //! (found by their command lines, which name the bed directory, and by the node cgroup
 //! roots), the mounts below its directory (container root filesystems, pinned network
-//! namespaces, pod volumes), its bridges and with them the pods' veths, iptables rules
+//! namespaces, pod volumes, network namespaces of nodes that are hosts of their own), its
+//! bridges and with them the pods' veths, its other host links, iptables rules
 //! tagged with its CNI network names, CNI result caches and log links, then the directory.
 //! Host-wide, once the last bed is gone: the guard rule and blackhole route of
 //! [`crate::network`], chains the kubelet and CNI plugins created, and the sysctls the
@@ -94,6 +95,11 @@ pub fn teardown(dir: &Path) -> Result<()> {
     for bridge in &state.bridges {
         host::delete_bridge(bridge);
     }
+    for link in &state.links {
+        if host::link_exists(link) {
+            let _ = host::run("ip", &["link", "delete", link]);
+        }
+    }
     for net in &state.cni_networks {
         host::iptables_remove(Some(&portmap_tag(net)), &|_| false);
         remove_matching("/var/lib/cni/results", |name| {
@@ -175,6 +181,11 @@ pub fn leftovers(dir: &Path, state: &BedState) -> Vec<String> {
     for bridge in &state.bridges {
         if host::link_exists(bridge) {
             found.push(format!("bridge {bridge}"));
+        }
+    }
+    for link in &state.links {
+        if host::link_exists(link) {
+            found.push(format!("link {link}"));
         }
     }
     for net in &state.cni_networks {

@@ -17,5 +17,6 @@ pub mod backoff;
 pub mod cluster;
 pub mod manager;
 pub mod pod_volumes;
+pub mod probe;
 pub mod runtime_state;
 pub mod worker;

@@ -1,0 +1,2 @@
+//! Container probes (startup, liveness, readiness), as upstream's prober manager.
+pub mod run;

@@ -1,0 +1,416 @@
+//! One probe attempt, as upstream's prober runs it: exec through the CRI's ExecSync,
+//! an HTTP GET (status 200–399 passes), a TCP connect, or a gRPC health check
+//! (SERVING passes), each bounded by the probe's timeoutSeconds. The message of a
+//! failure is what the Unhealthy event shows after "Liveness probe failed: ".
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gantry_cri::api;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::Cri;
+
+/// The version upstream's probes announce in their User-Agent.
+const USER_AGENT: &str = "kube-probe/1.37";
+/// Upstream reads at most 10 KiB of a probe's HTTP answer for its message.
+const MAX_BODY: usize = 10 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The check ran and said no.
+    Failure(String),
+    /// The check could not run (upstream reports "probe errored" and counts it as a
+    /// failure).
+    Error(String),
+}
+
+/// Where a probe of a container is sent.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub container_id: String,
+    /// The pod's IP (the node's for a hostNetwork pod).
+    pub pod_ip: String,
+}
+
+/// Runs `probe` once against `container`.
+pub async fn run(cri: &Cri, probe: &Probe, container: &Container, target: &Target) -> Outcome {
+    let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+    if let Some(exec) = &probe.exec {
+        let cmd = exec.command.clone().unwrap_or_default();
+        return run_exec(cri, &target.container_id, cmd, timeout).await;
+    }
+    if let Some(http) = &probe.http_get {
+        let port = match resolve_port(&http.port, container) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Error(e),
+        };
+        let host = http
+            .host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| target.pod_ip.clone());
+        let scheme = http.scheme.as_deref().unwrap_or("HTTP");
+        if !scheme.eq_ignore_ascii_case("http") {
+            return Outcome::Error(format!(
+                "{scheme} probes are not supported by Gantry yet (only HTTP)"
+            ));
+        }
+        let path = http.path.clone().unwrap_or_default();
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        let headers: Vec<(String, String)> = http
+            .http_headers
+            .iter()
+            .flatten()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        return run_http(&host, port, &path, &headers, timeout).await;
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        let port = match resolve_port(&tcp.port, container) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Error(e),
+        };
+        let host = tcp
+            .host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| target.pod_ip.clone());
+        return run_tcp(&host, port, timeout).await;
+    }
+    if let Some(grpc) = &probe.grpc {
+        let Ok(port) = u16::try_from(grpc.port) else {
+            return Outcome::Error(format!("invalid port number: {}", grpc.port));
+        };
+        return run_grpc(
+            &target.pod_ip,
+            port,
+            grpc.service.clone().unwrap_or_default(),
+            timeout,
+        )
+        .await;
+    }
+    Outcome::Error("missing probe handler".to_string())
+}
+
+async fn run_exec(cri: &Cri, id: &str, cmd: Vec<String>, timeout: Duration) -> Outcome {
+    let request = api::ExecSyncRequest {
+        container_id: id.to_string(),
+        cmd: cmd.clone(),
+        timeout: timeout.as_secs() as i64,
+    };
+    // The runtime enforces the timeout; the margin only bounds a runtime that hangs.
+    let answer = tokio::time::timeout(
+        timeout + Duration::from_secs(5),
+        cri.runtime.clone().exec_sync(request),
+    )
+    .await;
+    match answer {
+        Err(_) => Outcome::Failure(format!("command {cmd:?} timed out")),
+        Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+            Outcome::Failure(format!("command {cmd:?} timed out"))
+        }
+        Ok(Err(status)) => Outcome::Error(status.message().to_string()),
+        Ok(Ok(r)) => {
+            let r = r.into_inner();
+            if r.exit_code == 0 {
+                Outcome::Success
+            } else {
+                let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
+                out.push_str(&String::from_utf8_lossy(&r.stderr));
+                Outcome::Failure(out)
+            }
+        }
+    }
+}
+
+async fn connect(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, String> {
+    let addr = format_addr(host, port);
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
+        Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
+        Ok(Err(e)) => Err(format!(
+            "dial tcp {addr}: connect: {}",
+            lower_first(&e.to_string())
+        )),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+async fn run_tcp(host: &str, port: u16, timeout: Duration) -> Outcome {
+    match connect(host, port, timeout).await {
+        Ok(_) => Outcome::Success,
+        Err(e) => Outcome::Failure(e),
+    }
+}
+
+async fn run_http(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Outcome {
+    let url = format!("http://{}{path}", format_addr(host, port));
+    let attempt = async {
+        let stream = connect(host, port, timeout).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut request = hyper::Request::get(path);
+        let named = |name: &str| headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name));
+        if !named("host") {
+            request = request.header("Host", format_addr(host, port));
+        }
+        if !named("user-agent") {
+            request = request.header("User-Agent", USER_AGENT);
+        }
+        if !named("accept") {
+            request = request.header("Accept", "*/*");
+        }
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok::<_, String>((status, body))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => Outcome::Failure(format!(
+            "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        )),
+        Ok(Err(e)) => Outcome::Failure(format!("Get {url:?}: {e}")),
+        Ok(Ok((status, _))) if (200..400).contains(&status) => Outcome::Success,
+        Ok(Ok((status, body))) => {
+            let body = String::from_utf8_lossy(&body[..body.len().min(MAX_BODY)]).into_owned();
+            let mut msg = format!("HTTP probe failed with statuscode: {status}");
+            if !body.trim().is_empty() {
+                msg = format!("{msg}: {}", body.trim());
+            }
+            Outcome::Failure(msg)
+        }
+    }
+}
+
+async fn run_grpc(host: &str, port: u16, service: String, timeout: Duration) -> Outcome {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let addr = format_addr(host, port);
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(e) => e.connect_timeout(timeout).timeout(timeout),
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(_) => {
+            return Outcome::Failure(format!(
+                "timeout: failed to connect service {addr:?} within {}s",
+                timeout.as_secs()
+            ))
+        }
+    };
+    match HealthClient::new(channel)
+        .check(HealthCheckRequest { service })
+        .await
+    {
+        Ok(r) => {
+            let status = r.into_inner().status;
+            if status == ServingStatus::Serving as i32 {
+                Outcome::Success
+            } else {
+                let name = ServingStatus::try_from(status)
+                    .map(|s| s.as_str_name().to_string())
+                    .unwrap_or_else(|_| status.to_string());
+                Outcome::Failure(format!("service unhealthy (responded with {name:?})"))
+            }
+        }
+        Err(s) if s.code() == tonic::Code::DeadlineExceeded => Outcome::Failure(format!(
+            "timeout: health rpc did not complete within {}s",
+            timeout.as_secs()
+        )),
+        Err(s) => Outcome::Failure(format!("error: health rpc probe failed: {}", s.message())),
+    }
+}
+
+/// A port given by number, or by the name of one of the container's ports.
+pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String> {
+    let number = match port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => match name.parse::<i32>() {
+            Ok(n) => n,
+            Err(_) => container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .map(|p| p.container_port)
+                .ok_or_else(|| format!("couldn't find port: {name} in {}", container.name))?,
+        },
+    };
+    u16::try_from(number)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid port number: {number}"))
+}
+
+fn format_addr(host: &str, port: u16) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn container() -> Container {
+        serde_json::from_value(
+            json!({"name": "app", "ports": [{"name": "http", "containerPort": 8080}]}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ports_resolve_by_number_and_by_name() {
+        let c = container();
+        assert_eq!(resolve_port(&IntOrString::Int(80), &c), Ok(80));
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &c),
+            Ok(8080)
+        );
+        assert_eq!(resolve_port(&IntOrString::String("81".into()), &c), Ok(81));
+        assert_eq!(
+            resolve_port(&IntOrString::String("grpc".into()), &c),
+            Err("couldn't find port: grpc in app".to_string())
+        );
+        assert!(resolve_port(&IntOrString::Int(0), &c).is_err());
+        assert!(resolve_port(&IntOrString::Int(70000), &c).is_err());
+    }
+
+    /// A one-shot HTTP server answering `status` and recording the request head.
+    async fn serve_once(status: u16) -> (u16, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            let body = "not well";
+            let answer = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn http_probes_pass_below_400_and_send_upstreams_headers() {
+        let (port, seen) = serve_once(204).await;
+        let headers = vec![("X-Probe".to_string(), "yes".to_string())];
+        let got = run_http(
+            "127.0.0.1",
+            port,
+            "/healthz",
+            &headers,
+            Duration::from_secs(2),
+        )
+        .await;
+        let head = seen.await.unwrap();
+        assert_eq!(got, Outcome::Success);
+        assert!(head.starts_with("GET /healthz HTTP/1.1\r\n"), "{head}");
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("user-agent: kube-probe/1.37"), "{head}");
+        assert!(lower.contains("x-probe: yes"), "{head}");
+
+        let (port, _) = serve_once(500).await;
+        let got = run_http("127.0.0.1", port, "/", &[], Duration::from_secs(2)).await;
+        assert_eq!(
+            got,
+            Outcome::Failure("HTTP probe failed with statuscode: 500: not well".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_probes_pass_when_something_listens() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(
+            run_tcp("127.0.0.1", port, Duration::from_secs(1)).await,
+            Outcome::Success
+        );
+        drop(listener);
+        match run_tcp("127.0.0.1", port, Duration::from_secs(1)).await {
+            Outcome::Failure(m) => assert!(
+                m.starts_with(&format!(
+                    "dial tcp 127.0.0.1:{port}: connect: connection refused"
+                )),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_read_the_serving_status() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("db", tonic_health::ServingStatus::NotServing)
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let t = Duration::from_secs(2);
+        assert_eq!(
+            run_grpc("127.0.0.1", port, String::new(), t).await,
+            Outcome::Success
+        );
+        assert_eq!(
+            run_grpc("127.0.0.1", port, "db".into(), t).await,
+            Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+    }
+}
