@@ -32,6 +32,7 @@ pub mod reference_node;
 pub mod registry;
 pub mod state;
 pub mod teardown;
+pub mod volumes;
 pub mod wait;
 pub mod workloads;
 

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use gantry_e2e::gantry_node::{self, NodeRuntime};
-use gantry_e2e::{checks, workloads, Bed, BedOptions};
+use gantry_e2e::{checks, volumes, workloads, Bed, BedOptions};
 
 #[test]
 fn gantry_node_on_its_embedded_cri_runs_the_demo_pods() -> Result<()> {
@@ -86,5 +86,19 @@ fn standalone_checks(node: &gantry_node::GantryNode) -> Result<()> {
             Ok(all.trim().is_empty().then_some(()))
         },
     )?;
+    Ok(())
+}
+
+/// Volumes as users write them (manifests/examples/volumes): configMap, secret,
+/// downwardAPI, projected (with a TokenRequest token), hostPath, a claim on a static PV,
+/// subPath and subPathExpr, fsGroup; live updates, FailedMount, subPath escapes refused,
+/// and nothing left on the node after the pods go. See e2e/src/volumes.rs.
+#[test]
+fn gantry_node_mounts_volumes() -> Result<()> {
+    let mut bed = Bed::start(&BedOptions::named("e2e-node-volumes"))?;
+    let node = gantry_node::start(&mut bed, "gantry-vol", NodeRuntime::Embedded)?;
+    let result = volumes::node_mounts_volumes(&bed, &node);
+    node.explain(result)?;
+    bed.teardown()?;
     Ok(())
 }
