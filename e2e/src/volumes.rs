@@ -296,11 +296,12 @@ fn missing_config_map_waits(k: &Kubectl, deadline: Instant) -> Result<()> {
 }
 
 fn host_path_wrong_type_is_refused(k: &Kubectl, deadline: Instant) -> Result<()> {
-    // Upstream's text, word for word (pkg/volume/hostpath's checkTypeInternal).
+    // Upstream's text, word for word (pkg/volume/hostpath's typeMatchedOrError, which
+    // replaced checkTypeInternal's shorter message).
     failed_mount(
         k,
         "hostpath-wrong-type",
-        r#"MountVolume.SetUp failed for volume "not-a-file" : hostPath type check failed: /tmp is not a file"#,
+        r#"MountVolume.SetUp failed for volume "not-a-file" : hostPath type check failed: /tmp is not a file, it's a Directory"#,
         deadline,
     )
 }

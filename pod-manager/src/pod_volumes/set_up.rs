@@ -31,7 +31,8 @@ pub struct Inputs<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostVolume {
     pub path: PathBuf,
-    /// The volume itself is read-only (a claim's or PV's readOnly).
+    /// The volume is mounted read-only whatever its volumeMounts say (a claim's
+    /// readOnly; configMap, secret, downwardAPI and projected volumes always).
     pub read_only: bool,
     /// Its content comes from the API and is written again on a refresh.
     pub projected: bool,
@@ -70,9 +71,11 @@ pub fn set_up(inputs: &Inputs<'_>, v: &Volume) -> Result<HostVolume, String> {
         AtomicWriter::new(&dir)
             .write(&payload, fs_group)
             .map_err(|e| e.to_string())?;
+        // Always read-only in the container, whatever the volumeMount says (upstream's
+        // mustMountRO since the fix for CVE-2017-1002102): the kubelet owns the content.
         Ok::<_, String>(HostVolume {
             path: dir,
-            read_only: false,
+            read_only: true,
             projected: true,
         })
     };
