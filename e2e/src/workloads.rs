@@ -91,6 +91,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     empty_dir_outlives_containers(&k, node)?;
     dns_and_hosts_follow_the_pod_spec(&k)?;
     probes_drive_restarts_and_readiness(&k)?;
+    hooks_run_around_the_container(&k)?;
     kubelet_api_refuses_strangers(&k, node)?;
     sandbox_is_recreated_when_it_stops(&k, node)?;
     restart_adopts_every_container(bed, node)?;
@@ -616,6 +617,62 @@ fn probes_drive_restarts_and_readiness(k: &Kubectl) -> Result<()> {
     for name in ["liveness-exec", "readiness-http", "startup-file"] {
         k.run(&["delete", "pod", name, "--wait=false"])?;
     }
+    Ok(())
+}
+
+/// hooks.yaml: postStart runs after the start; preStop runs on deletion before the
+/// container gets SIGTERM; a failing postStart hook gives FailedPostStartHook and the
+/// container is killed and restarted.
+fn hooks_run_around_the_container(k: &Kubectl) -> Result<()> {
+    k.run(&["apply", "-f", &example("hooks.yaml")])?;
+    wait::until("the hooks pod to run", Duration::from_secs(90), || {
+        Ok((pod(k, "hooks")?["status"]["phase"] == "Running").then_some(()))
+    })?;
+    let file = k.run(&["exec", "hooks", "--", "cat", "/tmp/poststart"])?;
+    ensure!(
+        file.trim() == "ran",
+        "the postStart hook's file holds {file:?}"
+    );
+
+    k.run(&["delete", "pod", "hooks", "--wait=false"])?;
+    // During the preStop hook's 3 s the log has its line and no SIGTERM yet.
+    let seen = wait::until(
+        "the preStop hook's line before SIGTERM",
+        Duration::from_secs(30),
+        || {
+            let logs = k.run(&["logs", "hooks"]).unwrap_or_default();
+            Ok((logs.contains("prestop") && !logs.contains("got TERM")).then_some(logs))
+        },
+    )?;
+    ensure!(seen.contains("started"), "logs while stopping: {seen:?}");
+    let after = wait::until("SIGTERM after the hook", Duration::from_secs(30), || {
+        let logs = k.run(&["logs", "hooks"]).unwrap_or_default();
+        Ok(logs.contains("got TERM").then_some(logs))
+    });
+    // The pod may be gone before the last read; the order was seen above.
+    if let Ok(logs) = after {
+        let pre = logs.find("prestop").unwrap_or(usize::MAX);
+        let term = logs.find("got TERM").unwrap_or(0);
+        ensure!(pre < term, "SIGTERM came before the preStop hook: {logs:?}");
+    }
+
+    wait::until(
+        "hook-fails to be restarted after its postStart hook failed",
+        Duration::from_secs(120),
+        || {
+            let p = pod(k, "hook-fails")?;
+            let restarts = container_status(&p, "app")
+                .and_then(|s| s["restartCount"].as_u64())
+                .unwrap_or(0);
+            Ok((restarts >= 1).then_some(()))
+        },
+    )?;
+    let describe = k.run(&["describe", "pod", "hook-fails"])?;
+    ensure!(
+        describe.contains("FailedPostStartHook") && describe.contains("Exec lifecycle hook"),
+        "describe lacks FailedPostStartHook:\n{describe}"
+    );
+    k.run(&["delete", "pod", "hook-fails", "--wait=false"])?;
     Ok(())
 }
 

@@ -102,7 +102,7 @@ pub async fn run(cri: &Cri, probe: &Probe, container: &Container, target: &Targe
     Outcome::Error("missing probe handler".to_string())
 }
 
-async fn run_exec(cri: &Cri, id: &str, cmd: Vec<String>, timeout: Duration) -> Outcome {
+pub(crate) async fn run_exec(cri: &Cri, id: &str, cmd: Vec<String>, timeout: Duration) -> Outcome {
     let request = api::ExecSyncRequest {
         container_id: id.to_string(),
         cmd: cmd.clone(),
@@ -156,7 +156,7 @@ async fn run_tcp(host: &str, port: u16, timeout: Duration) -> Outcome {
     }
 }
 
-async fn run_http(
+pub(crate) async fn run_http(
     host: &str,
     port: u16,
     path: &str,

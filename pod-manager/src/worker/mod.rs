@@ -22,6 +22,7 @@ use crate::status::{self, ContainerState, ContainerView, WorkerFacts};
 use crate::Cri;
 
 mod gc;
+mod hooks;
 mod pull;
 mod terminate;
 
@@ -79,6 +80,8 @@ pub struct Worker<C> {
     /// Volume set-ups that failed in a row (their retry backs off).
     mount_failures: u32,
     probes: Probes,
+    /// The pod's first IP (hooks' default HTTP host).
+    pod_ip: String,
 }
 
 impl<C: Cluster> Worker<C> {
@@ -105,6 +108,7 @@ impl<C: Cluster> Worker<C> {
             volumes: PodVolumes::default(),
             mount_failures: 0,
             probes: Probes::new(wake),
+            pod_ip: String::new(),
         }
     }
 
@@ -210,6 +214,10 @@ impl<C: Cluster> Worker<C> {
                 Err(retry) => return retry,
             },
         };
+        self.pod_ip = spec::sort_pod_ips(&pod_ips(pod, &sandbox, &self.node), &self.node.node_ips)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
         let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
         let mut soonest: Option<Duration> = None;
         let mut earlier = |d: Option<Duration>| {
@@ -387,7 +395,7 @@ impl<C: Cluster> Worker<C> {
             })
             .unwrap_or(30);
         self.acted = true;
-        if let Err(e) = self.stop_container(id, grace).await {
+        if let Err(e) = self.kill_container(pod, Some(c), id, grace).await {
             tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e.message(), "kill the unhealthy container");
         }
         true
@@ -705,6 +713,18 @@ impl<C: Cluster> Worker<C> {
                     "Started",
                     &format!("Started container {}", c.name),
                 );
+                if !self.post_start(pod, c, id).await {
+                    // As upstream: the container is killed; the restart policy decides
+                    // whether it runs again.
+                    let grace = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds)
+                        .unwrap_or(30);
+                    if let Err(e) = self.kill_container(pod, Some(c), id, grace).await {
+                        tracing::warn!(container = %c.name, error = %e.message(), "kill the container whose postStart hook failed");
+                    }
+                }
             }
             Err(e) => {
                 // The runtime records the failure on the container (StartError); the

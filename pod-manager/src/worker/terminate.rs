@@ -51,7 +51,8 @@ impl<C: Cluster> Worker<C> {
                     "Killing",
                     &format!("Stopping container {}", c.name),
                 );
-                self.stop_container(&c.id, grace)
+                let spec = super::all_containers(pod).find(|s| s.name == c.name);
+                self.kill_container(pod, spec, &c.id, grace)
             });
             // Stops run concurrently: each container gets the whole grace period.
             for r in futures::future::join_all(stops).await {
