@@ -10,7 +10,7 @@ use gantry_cri::api;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::Cri;
@@ -61,18 +61,7 @@ pub async fn run(cri: &Cri, probe: &Probe, container: &Container, target: &Targe
                 "{scheme} probes are not supported by Gantry yet (only HTTP)"
             ));
         }
-        let path = http.path.clone().unwrap_or_default();
-        let path = if path.starts_with('/') {
-            path
-        } else {
-            format!("/{path}")
-        };
-        let headers: Vec<(String, String)> = http
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
+        let (path, headers) = path_and_headers(http);
         return run_http(&host, port, &path, &headers, timeout).await;
     }
     if let Some(tcp) = &probe.tcp_socket {
@@ -253,6 +242,23 @@ async fn run_grpc(host: &str, port: u16, service: String, timeout: Duration) -> 
         )),
         Err(s) => Outcome::Failure(format!("error: health rpc probe failed: {}", s.message())),
     }
+}
+
+/// The request path (with its leading slash) and the headers of an httpGet action.
+pub(crate) fn path_and_headers(http: &HTTPGetAction) -> (String, Vec<(String, String)>) {
+    let path = http.path.clone().unwrap_or_default();
+    let path = if path.starts_with('/') {
+        path
+    } else {
+        format!("/{path}")
+    };
+    let headers = http
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    (path, headers)
 }
 
 /// A port given by number, or by the name of one of the container's ports.
