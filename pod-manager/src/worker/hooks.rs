@@ -106,12 +106,7 @@ impl<C: Cluster> Worker<C> {
             };
         }
         if let Some(http) = &handler.http_get {
-            let path = http.path.clone().unwrap_or_default();
-            let path = if path.starts_with('/') {
-                path
-            } else {
-                format!("/{path}")
-            };
+            let (path, headers) = run::path_and_headers(http);
             let fail =
                 |e: String| format!("HTTP lifecycle hook ({path}) {who} failed - error: {e}");
             let port = run::resolve_port(&http.port, c).map_err(fail)?;
@@ -120,12 +115,6 @@ impl<C: Cluster> Worker<C> {
                 .clone()
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| self.pod_ip.clone());
-            let headers: Vec<(String, String)> = http
-                .http_headers
-                .iter()
-                .flatten()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect();
             let timeout = limit.unwrap_or(Duration::from_secs(60));
             // Upstream fails an HTTP hook only when the request fails, not on its status.
             return match run::run_http(&host, port, &path, &headers, timeout).await {
