@@ -92,6 +92,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     dns_and_hosts_follow_the_pod_spec(&k)?;
     probes_drive_restarts_and_readiness(&k)?;
     hooks_run_around_the_container(&k)?;
+    unready_pods_hold_a_rollout(&k)?;
     kubelet_api_refuses_strangers(&k, node)?;
     sandbox_is_recreated_when_it_stops(&k, node)?;
     restart_adopts_every_container(bed, node)?;
@@ -617,6 +618,45 @@ fn probes_drive_restarts_and_readiness(k: &Kubectl) -> Result<()> {
     for name in ["liveness-exec", "readiness-http", "startup-file"] {
         k.run(&["delete", "pod", name, "--wait=false"])?;
     }
+    Ok(())
+}
+
+/// rollout.yaml: version 2 of the Deployment never becomes ready, so its rollout stops
+/// at one new (running, unready) pod while both version 1 pods stay available.
+fn unready_pods_hold_a_rollout(k: &Kubectl) -> Result<()> {
+    k.run(&["apply", "-f", &example("rollout.yaml")])?;
+    k.run(&["rollout", "status", "deployment/rollout", "--timeout=120s"])?;
+    k.run(&["set", "env", "deployment/rollout", "VERSION=2"])?;
+    let unready_new = |p: &Value| {
+        let s = container_status(p, "app").cloned().unwrap_or_default();
+        !s["state"]["running"].is_null() && s["ready"] == false
+    };
+    wait::until(
+        "a version 2 pod to run unready",
+        Duration::from_secs(90),
+        || {
+            let list = k.get_json(&["pods", "-l", "app=rollout"])?;
+            Ok(list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(unready_new)
+                .then_some(()))
+        },
+    )?;
+    // Give the rollout time to go on if it wrongly would.
+    std::thread::sleep(Duration::from_secs(10));
+    let d = k.get_json(&["deployment", "rollout"])?;
+    let status = &d["status"];
+    ensure!(
+        status["updatedReplicas"] == 1
+            && status["availableReplicas"] == 2
+            && status["readyReplicas"] == 2,
+        "the rollout went on past an unready pod: {status}"
+    );
+    let stuck = k.run(&["rollout", "status", "deployment/rollout", "--timeout=3s"]);
+    ensure!(stuck.is_err(), "rollout status says done: {stuck:?}");
+    k.run(&["delete", "deployment", "rollout", "--wait=false"])?;
     Ok(())
 }
 
