@@ -214,10 +214,7 @@ impl<C: Cluster> Worker<C> {
                 Err(retry) => return retry,
             },
         };
-        self.pod_ip = spec::sort_pod_ips(&pod_ips(pod, &sandbox, &self.node), &self.node.node_ips)
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        self.pod_ip = first_pod_ip(pod, &sandbox, &self.node);
         let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
         let mut soonest: Option<Duration> = None;
         let mut earlier = |d: Option<Duration>| {
@@ -329,23 +326,10 @@ impl<C: Cluster> Worker<C> {
 
     /// Keeps the probes of the running containers going.
     fn sync_probes(&mut self, pod: &Pod, rt: &PodRuntime) {
-        let sandbox_ips = rt
+        let pod_ip = rt
             .ready_sandbox()
-            .map(|s| s.ips.clone())
+            .map(|sandbox| first_pod_ip(pod, sandbox, &self.node))
             .unwrap_or_default();
-        let host_network = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_network)
-            .unwrap_or(false);
-        let pod_ip = if host_network && sandbox_ips.is_empty() {
-            self.node.node_ips.first().cloned().unwrap_or_default()
-        } else {
-            spec::sort_pod_ips(&sandbox_ips, &self.node.node_ips)
-                .first()
-                .cloned()
-                .unwrap_or_default()
-        };
         let mut running = Vec::new();
         for c in all_containers(pod) {
             if let Some(latest) = rt.latest(&c.name) {
@@ -388,12 +372,7 @@ impl<C: Cluster> Worker<C> {
         let grace = kind
             .of(c)
             .and_then(|p| p.termination_grace_period_seconds)
-            .or_else(|| {
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
-            .unwrap_or(30);
+            .unwrap_or_else(|| termination_grace(pod));
         self.acted = true;
         if let Err(e) = self.kill_container(pod, Some(c), id, grace).await {
             tracing::warn!(pod = %pod_name(pod), container = %c.name, error = %e.message(), "kill the unhealthy container");
@@ -589,20 +568,7 @@ impl<C: Cluster> Worker<C> {
         };
         let config = match config {
             Ok(cfg) => cfg,
-            Err(e) => {
-                self.waiting.insert(
-                    c.name.clone(),
-                    ("CreateContainerConfigError".to_string(), e.0.clone()),
-                );
-                self.cluster.event(
-                    pod,
-                    Some(fp),
-                    "Warning",
-                    "Failed",
-                    &format!("Error: {}", e.0),
-                );
-                return Some(Duration::from_secs(10));
-            }
+            Err(e) => return Some(self.cannot_create(pod, c, "CreateContainerConfigError", &e.0)),
         };
         let sandbox_config = spec::sandbox_config(pod, sandbox.attempt, &self.node);
         self.acted = true;
@@ -618,20 +584,7 @@ impl<C: Cluster> Worker<C> {
             .await;
         let id = match created {
             Ok(r) => r.into_inner().container_id,
-            Err(e) => {
-                self.waiting.insert(
-                    c.name.clone(),
-                    ("CreateContainerError".to_string(), e.message().to_string()),
-                );
-                self.cluster.event(
-                    pod,
-                    Some(fp),
-                    "Warning",
-                    "Failed",
-                    &format!("Error: {}", e.message()),
-                );
-                return Some(Duration::from_secs(10));
-            }
+            Err(e) => return Some(self.cannot_create(pod, c, "CreateContainerError", e.message())),
         };
         self.cluster.event(
             pod,
@@ -642,6 +595,21 @@ impl<C: Cluster> Worker<C> {
         );
         self.start_created(pod, c, &id).await;
         None
+    }
+
+    /// A container that could not be created waits with `reason`, and the pod gets
+    /// upstream's `Failed` event; the worker tries again after 10 s.
+    fn cannot_create(&mut self, pod: &Pod, c: &Container, reason: &str, message: &str) -> Duration {
+        self.waiting
+            .insert(c.name.clone(), (reason.to_string(), message.to_string()));
+        self.cluster.event(
+            pod,
+            Some(field_path(pod, &c.name)),
+            "Warning",
+            "Failed",
+            &format!("Error: {message}"),
+        );
+        Duration::from_secs(10)
     }
 
     /// The container's mounts: its volumeMounts (subPathExpr expanded from its
@@ -716,11 +684,7 @@ impl<C: Cluster> Worker<C> {
                 if !self.post_start(pod, c, id).await {
                     // As upstream: the container is killed; the restart policy decides
                     // whether it runs again.
-                    let grace = pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.termination_grace_period_seconds)
-                        .unwrap_or(30);
+                    let grace = termination_grace(pod);
                     if let Err(e) = self.kill_container(pod, Some(c), id, grace).await {
                         tracing::warn!(container = %c.name, error = %e.message(), "kill the container whose postStart hook failed");
                     }
@@ -763,6 +727,23 @@ fn pod_ips(pod: &Pod, sandbox: &crate::runtime_state::Sandbox, node: &NodeContex
     } else {
         sandbox.ips.clone()
     }
+}
+
+/// The pod's first address in the node's family order: where probes and hooks send
+/// their requests when they name no host.
+fn first_pod_ip(pod: &Pod, sandbox: &crate::runtime_state::Sandbox, node: &NodeContext) -> String {
+    spec::sort_pod_ips(&pod_ips(pod, sandbox, node), &node.node_ips)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// The pod's terminationGracePeriodSeconds (upstream's default 30).
+pub(crate) fn termination_grace(pod: &Pod) -> i64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
 }
 
 /// Writes `path` whole (a temporary file renamed over it), mode 0644, creating its

@@ -20,12 +20,7 @@ impl<C: Cluster> Worker<C> {
         let grace = pod
             .metadata
             .deletion_grace_period_seconds
-            .or_else(|| {
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
-            .unwrap_or(30)
+            .unwrap_or_else(|| super::termination_grace(pod))
             .max(0);
         let running = |kind: &str| {
             rt.containers
