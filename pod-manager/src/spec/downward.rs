@@ -115,6 +115,22 @@ pub fn resource_value(
         .map_err(|e| ConfigError(e.to_string()))
 }
 
+/// The pod's addresses in the node's family order: its sandbox's, or for a hostNetwork
+/// pod (whose sandbox has none of its own) the node's, as upstream reports them and
+/// gives them to env, /etc/hosts, probes and hooks.
+pub fn pod_ips(pod: &Pod, sandbox_ips: &[String], node_ips: &[String]) -> Vec<String> {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    if host_network && sandbox_ips.is_empty() {
+        node_ips.to_vec()
+    } else {
+        sort_pod_ips(sandbox_ips, node_ips)
+    }
+}
+
 /// The node's allocatable as quantities, which stand in for the limits a container
 /// does not set (downward API env and volumes).
 pub fn node_allocatable(node: &NodeContext) -> BTreeMap<String, gantry_volumes::Quantity> {

@@ -28,7 +28,7 @@ mod tests;
 
 pub use container::{container_annotations, container_labels};
 pub use dns::pod_dns;
-pub use downward::{node_allocatable, sort_pod_ips};
+pub use downward::{node_allocatable, pod_ips, sort_pod_ips};
 pub use env::service_env;
 pub use expansion::expand;
 pub use hosts::{etc_hosts, mounts_hosts_file};

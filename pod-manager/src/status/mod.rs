@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::spec::{is_sidecar, qos_class, sort_pod_ips};
+use crate::spec::{is_sidecar, pod_ips as spec_pod_ips, qos_class};
 
 /// What the runtime reports about one pod.
 #[derive(Clone, Debug, Default)]
@@ -157,14 +157,11 @@ pub fn pod_status(pod: &Pod, view: &RuntimeView, facts: &WorkerFacts, now: &Time
 
     let conditions = ctx.conditions(&old, &all, &phase, now);
     let host_ips: Vec<String> = facts.host_ips.iter().take(2).cloned().collect();
-    let mut pod_ips = match &view.sandbox {
-        Some(sandbox) if sandbox.ready => sort_pod_ips(&sandbox.ips, &host_ips),
-        _ => Vec::new(),
+    let sandbox_ips = match &view.sandbox {
+        Some(sandbox) if sandbox.ready => sandbox.ips.as_slice(),
+        _ => &[],
     };
-    if pod_ips.is_empty() && spec.host_network == Some(true) {
-        // hostNetwork pods have the node's addresses.
-        pod_ips = host_ips.clone();
-    }
+    let mut pod_ips = spec_pod_ips(pod, sandbox_ips, &host_ips);
     if pod_ips.is_empty() {
         // The IPs of the last ready sandbox stay until another one is ready.
         pod_ips = old

@@ -556,7 +556,7 @@ impl<C: Cluster> Worker<C> {
             image_user,
             image: image_ref,
             restart_count,
-            pod_ips: pod_ips(pod, sandbox, &self.node),
+            pod_ips: spec::pod_ips(pod, &sandbox.ips, &self.node.node_ips),
             mounts: Vec::new(),
         };
         let config = match self.mounts(pod, c, &sources, &inputs) {
@@ -714,25 +714,10 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
         .chain(spec.map(|s| s.containers.iter()).into_iter().flatten())
 }
 
-/// The pod's addresses: its sandbox's, or for a hostNetwork pod the node's (upstream
-/// reports and projects the node's IPs as a hostNetwork pod's own).
-fn pod_ips(pod: &Pod, sandbox: &crate::runtime_state::Sandbox, node: &NodeContext) -> Vec<String> {
-    let host_network = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.host_network)
-        .unwrap_or(false);
-    if host_network && sandbox.ips.is_empty() {
-        node.node_ips.clone()
-    } else {
-        sandbox.ips.clone()
-    }
-}
-
 /// The pod's first address in the node's family order: where probes and hooks send
 /// their requests when they name no host.
 fn first_pod_ip(pod: &Pod, sandbox: &crate::runtime_state::Sandbox, node: &NodeContext) -> String {
-    spec::sort_pod_ips(&pod_ips(pod, sandbox, node), &node.node_ips)
+    spec::pod_ips(pod, &sandbox.ips, &node.node_ips)
         .into_iter()
         .next()
         .unwrap_or_default()
