@@ -11,6 +11,7 @@ mod config;
 mod events;
 mod machine;
 mod node;
+mod node_stats;
 mod pod_source;
 mod rate_limit;
 mod runtime;

@@ -12,9 +12,9 @@ use gantry_cri::api;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::node_stats;
 use super::reply::ApiError;
 use super::Backend;
+use crate::node_stats;
 
 /// The filesystem upstream reports as the node's: the one holding the kubelet's root
 /// directory (/var/lib/kubelet).
