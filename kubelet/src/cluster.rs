@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use gantry_cri::api::AuthConfig;
 use gantry_pod_manager::cluster::{Cluster, VolumeRefs, VolumeSources};
 use gantry_pod_manager::spec::{EnvSources, Referenced};
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, PodStatus, Secret, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodStatus, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use tokio::sync::Notify;
 
@@ -112,18 +112,22 @@ impl Cluster for ApiCluster {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let client = self.client.get();
         let mut sources = EnvSources::default();
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        // Through the same TTL cache as volumes: the pods of a namespace share their
+        // objects, as upstream's configMap and secret managers serve env and volumes.
         for name in &referenced.config_maps {
-            let cm = cms
-                .get_opt(name)
+            let cm = self
+                .caches
+                .config_maps
+                .get(&client, &ns, name)
                 .await
                 .map_err(|e| format!("get configmap {ns}/{name}: {e}"))?;
             sources.config_maps.insert(name.clone(), cm);
         }
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         for name in &referenced.secrets {
-            let s = secrets
-                .get_opt(name)
+            let s = self
+                .caches
+                .secrets
+                .get(&client, &ns, name)
                 .await
                 .map_err(|e| format!("get secret {ns}/{name}: {e}"))?;
             sources.secrets.insert(name.clone(), s);

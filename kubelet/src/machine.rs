@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use crate::node_stats;
+
 #[derive(Clone, Debug, Default)]
 pub struct Machine {
     pub cpus: usize,
@@ -25,7 +27,7 @@ impl Machine {
         };
         Machine {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            memory_bytes: meminfo_total(&read("/proc/meminfo")).unwrap_or(0),
+            memory_bytes: node_stats::node_memory().map_or(0, |m| m.capacity),
             ephemeral_storage_bytes: fs_size(root_dir).unwrap_or(0),
             machine_id: read("/etc/machine-id"),
             system_uuid: read("/sys/class/dmi/id/product_uuid"),
@@ -34,15 +36,6 @@ impl Machine {
             os_image: pretty_name(&read("/etc/os-release")).unwrap_or_else(|| "Linux".into()),
         }
     }
-}
-
-/// MemTotal of /proc/meminfo, in bytes.
-fn meminfo_total(meminfo: &str) -> Option<u64> {
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
 }
 
 fn pretty_name(os_release: &str) -> Option<String> {
@@ -58,15 +51,7 @@ pub fn fs_size(path: &Path) -> Option<u64> {
     while !p.exists() {
         p = p.parent()?;
     }
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
-            return None;
-        }
-        Some(s.f_blocks as u64 * s.f_frsize as u64)
-    }
+    node_stats::fs_usage(p).ok().map(|u| u.capacity)
 }
 
 #[cfg(test)]
@@ -74,11 +59,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_and_os_image_are_parsed() {
-        assert_eq!(
-            meminfo_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
-            Some(24_576_000 * 1024)
-        );
+    fn the_os_image_is_the_pretty_name() {
         assert_eq!(
             pretty_name("NAME=\"Debian\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"),
             Some("Debian GNU/Linux 12 (bookworm)".to_string())

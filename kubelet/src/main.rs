@@ -11,6 +11,7 @@ mod config;
 mod events;
 mod machine;
 mod node;
+mod node_stats;
 mod pod_source;
 mod rate_limit;
 mod runtime;
@@ -282,17 +283,7 @@ fn run_node(args: NodeArgs) -> i32 {
         root_dir: args.root_dir,
         cri,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gantry: start the async runtime: {e}");
-            return 1;
-        }
-    };
-    rt.block_on(async {
+    block_on(async {
         match agent::run(opts, shutdown_signal()).await {
             Ok(()) => 0,
             Err(e) => {
@@ -303,6 +294,20 @@ fn run_node(args: NodeArgs) -> i32 {
     })
 }
 
+/// Runs `main` to its exit code on a multi-threaded runtime.
+fn block_on(main: impl std::future::Future<Output = i32>) -> i32 {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(main),
+        Err(e) => {
+            eprintln!("gantry: start the async runtime: {e}");
+            1
+        }
+    }
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -310,17 +315,7 @@ fn host_name() -> String {
 }
 
 fn run_cri(config: CriConfig) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gantry: start the async runtime: {e}");
-            return 1;
-        }
-    };
-    rt.block_on(async {
+    block_on(async {
         match gantry_cri::server::serve(config, shutdown_signal()).await {
             Ok(()) => 0,
             Err(e) => {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use gantry_pod_manager::cluster::Cluster;
 use gantry_pod_manager::manager::PodManager;
+use gantry_pod_manager::worker::pod_name;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
@@ -21,10 +22,15 @@ pub const SOURCE: &str = "api";
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 pub fn is_mirror(pod: &Pod) -> bool {
+    mirror_hash(pod).is_some()
+}
+
+/// The static pod hash a mirror pod was made from (its mirror annotation).
+pub fn mirror_hash(pod: &Pod) -> Option<&String> {
     pod.metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+        .and_then(|a| a.get(MIRROR_ANNOTATION))
 }
 
 /// Feeds the manager with the node's pods until the task is dropped.
@@ -65,7 +71,7 @@ pub async fn watch_api<C: Cluster>(
                     manager.sources_synced(SOURCE);
                 }
                 Ok(Event::Apply(pod)) => {
-                    tracing::debug!(pod = %name_of(&pod), "pod added or changed");
+                    tracing::debug!(pod = %pod_name(&pod), "pod added or changed");
                     if let Some(uid) = pod.metadata.uid.clone() {
                         if !is_mirror(&pod) {
                             manager.update(pod.clone());
@@ -74,7 +80,7 @@ pub async fn watch_api<C: Cluster>(
                     }
                 }
                 Ok(Event::Delete(pod)) => {
-                    tracing::debug!(pod = %name_of(&pod), "pod deleted");
+                    tracing::debug!(pod = %pod_name(&pod), "pod deleted");
                     if let Some(uid) = &pod.metadata.uid {
                         known.remove(uid);
                     }
@@ -92,12 +98,4 @@ pub async fn watch_api<C: Cluster>(
             }
         }
     }
-}
-
-fn name_of(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or(""),
-        pod.metadata.name.as_deref().unwrap_or("")
-    )
 }

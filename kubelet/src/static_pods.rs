@@ -22,7 +22,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use sha2::{Digest, Sha256};
 
 use crate::bootstrap::ClientHandle;
-use crate::pod_source::{is_mirror, MIRROR_ANNOTATION};
+use crate::pod_source::{is_mirror, mirror_hash, MIRROR_ANNOTATION};
 use gantry_pod_manager::labels::CONFIG_SOURCE;
 
 pub const HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
@@ -115,15 +115,6 @@ pub fn is_static(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|a| a.get(CONFIG_SOURCE))
         .is_some_and(|s| s == "file")
-}
-
-/// The static pod hash a mirror pod was made from.
-fn mirror_hash(mirror: &Pod) -> Option<&String> {
-    mirror
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(MIRROR_ANNOTATION))
 }
 
 /// Runs the static pods of `dir` and keeps their mirror pods (when `client` is given)

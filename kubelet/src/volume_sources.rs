@@ -49,7 +49,12 @@ where
     <K as kube::Resource>::DynamicType: Default,
 {
     /// The object, from the cache when fetched less than `OBJECT_TTL` ago.
-    async fn get(&self, client: &Client, ns: &str, name: &str) -> Result<Option<K>, kube::Error> {
+    pub async fn get(
+        &self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<K>, kube::Error> {
         let key = (ns.to_string(), name.to_string());
         if let Some((at, obj)) = lock(&self.objects).get(&key) {
             if at.elapsed() < OBJECT_TTL {
@@ -66,7 +71,7 @@ where
     }
 }
 
-/// The caches `fetch` reads through.
+/// The caches `fetch` (and the env of `ApiCluster`) read through.
 #[derive(Default)]
 pub struct Caches {
     pub tokens: TokenCache,

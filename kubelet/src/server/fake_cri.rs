@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use gantry_cri::api;
 use gantry_cri::api::image_service_server::{ImageService, ImageServiceServer};
 use gantry_cri::api::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+use gantry_cri::sandbox::labels_match;
 use gantry_pod_manager::{labels, Cri};
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -108,10 +109,6 @@ impl FakeRuntime {
     }
 }
 
-fn matches(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
 /// Methods the API never calls, in the shape #[async_trait] gives trait methods.
 macro_rules! unimplemented_rpcs {
     ($($name:ident($req:ident) -> $resp:ty;)*) => {$(
@@ -147,7 +144,7 @@ impl RuntimeService for FakeRuntime {
             .sandboxes
             .iter()
             .filter(|s| {
-                matches(&f.label_selector, &s.labels)
+                labels_match(&f.label_selector, &s.labels)
                     && (f.id.is_empty() || s.id == f.id)
                     && f.state.is_none_or(|st| st.state == s.state)
             })
@@ -166,7 +163,7 @@ impl RuntimeService for FakeRuntime {
             .containers
             .iter()
             .filter(|c| {
-                matches(&f.label_selector, &c.labels)
+                labels_match(&f.label_selector, &c.labels)
                     && (f.id.is_empty() || c.id == f.id)
                     && (f.pod_sandbox_id.is_empty() || c.pod_sandbox_id == f.pod_sandbox_id)
                     && f.state.is_none_or(|st| st.state == c.state)

@@ -15,7 +15,6 @@ mod listener;
 mod log_options;
 mod log_reader;
 mod metrics;
-mod node_stats;
 mod query;
 mod reply;
 mod resolve;

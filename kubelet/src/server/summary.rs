@@ -9,12 +9,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gantry_cri::api;
+use gantry_cri::container_log::format_rfc3339_nano;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::node_stats;
 use super::reply::ApiError;
 use super::Backend;
+use crate::node_stats;
 
 /// The filesystem upstream reports as the node's: the one holding the kubelet's root
 /// directory (/var/lib/kubelet).
@@ -167,17 +168,8 @@ pub struct ProcessStats {
 }
 
 /// metav1.Time's JSON form: RFC 3339 in UTC, whole seconds.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+fn rfc3339(t: OffsetDateTime) -> String {
+    format_rfc3339_nano(t.truncate_to_second())
 }
 
 fn from_nanos(ns: i64) -> String {
