@@ -109,6 +109,8 @@ impl ApiCluster {
 
 impl Cluster for ApiCluster {
     async fn env_sources(&self, pod: &Pod, referenced: &Referenced) -> Result<EnvSources, String> {
+        // Reads share the node's API budget with writes (upstream's kubeAPIQPS covers all).
+        self.limiter.acquire().await;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let client = self.client.get();
         let mut sources = EnvSources::default();
