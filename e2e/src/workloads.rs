@@ -685,16 +685,14 @@ fn hooks_run_around_the_container(k: &Kubectl) -> Result<()> {
         },
     )?;
     ensure!(seen.contains("started"), "logs while stopping: {seen:?}");
-    let after = wait::until("SIGTERM after the hook", Duration::from_secs(30), || {
-        let logs = k.run(&["logs", "hooks"]).unwrap_or_default();
+    // The container lingers 2 s after its "got TERM" line, so the line can be read.
+    let logs = wait::until("SIGTERM after the hook", Duration::from_secs(30), || {
+        let logs = k.run(&["logs", "hooks"])?;
         Ok(logs.contains("got TERM").then_some(logs))
-    });
-    // The pod may be gone before the last read; the order was seen above.
-    if let Ok(logs) = after {
-        let pre = logs.find("prestop").unwrap_or(usize::MAX);
-        let term = logs.find("got TERM").unwrap_or(0);
-        ensure!(pre < term, "SIGTERM came before the preStop hook: {logs:?}");
-    }
+    })?;
+    let pre = logs.find("prestop").unwrap_or(usize::MAX);
+    let term = logs.find("got TERM").unwrap_or(0);
+    ensure!(pre < term, "SIGTERM came before the preStop hook: {logs:?}");
 
     wait::until(
         "hook-fails to be restarted after its postStart hook failed",
