@@ -803,7 +803,7 @@ fn dns_and_hosts_follow_the_pod_spec(k: &Kubectl) -> Result<()> {
 /// kubelet API calls without credentials get 401; with a valid token of an identity
 /// that may not use the node's API, 403.
 fn kubelet_api_refuses_strangers(k: &Kubectl, node: &GantryNode) -> Result<()> {
-    let url = format!("https://{}:{}/pods", node.network.gateway, node.port);
+    let url = format!("https://{}:{}/pods", node.address, node.port);
     let code = |extra: &[&str]| -> Result<String> {
         let out = Command::new("curl")
             .args([
