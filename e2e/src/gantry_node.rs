@@ -12,11 +12,10 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::bed::Bed;
-use crate::host;
 use crate::network::{self, NodeNetwork};
 use crate::paths::{self, CNI_BIN_DIR};
 use crate::process::Recorded;
-use crate::reference_node::kubelet_config;
+use crate::reference_node::{kubelet_config, register_node};
 use crate::wait;
 
 /// The runtime under `gantry node`.
@@ -107,11 +106,7 @@ fn start_with(
             (net, address, None)
         }
     };
-    let cgroup_root = format!("gantry-e2e-{}-{name}", bed.state.name);
-    bed.state.cgroup_roots.push(cgroup_root.clone());
-    bed.state.nodes.push(name.to_string());
-    bed.state.save()?;
-    host::create_cgroup_root(&cgroup_root)?;
+    let cgroup_root = register_node(bed, name)?;
 
     let ctd = bed.containerd.clone();
     let cri_socket = match runtime {

@@ -75,6 +75,17 @@ pub fn kubelet_config(
     }))
 }
 
+/// Records node `name` and its cgroup root in the bed's state (teardown removes what is
+/// recorded, so before it exists) and creates the cgroup root; returns the root's name.
+pub(crate) fn register_node(bed: &mut Bed, name: &str) -> Result<String> {
+    let cgroup_root = format!("gantry-e2e-{}-{name}", bed.state.name);
+    bed.state.cgroup_roots.push(cgroup_root.clone());
+    bed.state.nodes.push(name.to_string());
+    bed.state.save()?;
+    host::create_cgroup_root(&cgroup_root)?;
+    Ok(cgroup_root)
+}
+
 /// Starts the upstream kubelet as node `name` on `runtime` and waits until the Node is
 /// Ready.
 pub fn start(bed: &mut Bed, name: &str, runtime: Runtime) -> Result<ReferenceNode> {
@@ -89,11 +100,7 @@ pub fn start(bed: &mut Bed, name: &str, runtime: Runtime) -> Result<ReferenceNod
         Runtime::Gantry(cri) => (cri.network.clone(), cri.endpoint()),
     };
 
-    let cgroup_root = format!("gantry-e2e-{}-{name}", bed.state.name);
-    bed.state.cgroup_roots.push(cgroup_root.clone());
-    bed.state.nodes.push(name.to_string());
-    bed.state.save()?;
-    host::create_cgroup_root(&cgroup_root)?;
+    let cgroup_root = register_node(bed, name)?;
 
     let mut config = kubelet_config(bed, &net, &cgroup_root, &dir)?;
     config["containerRuntimeEndpoint"] = json!(endpoint);

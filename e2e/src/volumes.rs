@@ -160,33 +160,28 @@ pub fn node_mounts_volumes(bed: &Bed, node: &GantryNode) -> Result<()> {
     );
 
     let update_deadline = updates_started + LIVE_UPDATE;
-    checks.run("configMap update seen in the pod", || {
-        ensure!(running("configmap-volume"), "configmap-volume never ran");
-        log_line_appears(
-            &k,
+    for (name, pod, line) in [
+        (
+            "configMap update seen in the pod",
             "configmap-volume",
             "greeting changed: updated",
-            update_deadline,
-        )
-    });
-    checks.run("secret update seen in the pod", || {
-        ensure!(running("secret-volume"), "secret-volume never ran");
-        log_line_appears(
-            &k,
+        ),
+        (
+            "secret update seen in the pod",
             "secret-volume",
             "password changed: rotated",
-            update_deadline,
-        )
-    });
-    checks.run("downwardAPI labels updated after kubectl label", || {
-        ensure!(running("downward-volume"), "downward-volume never ran");
-        log_line_appears(
-            &k,
+        ),
+        (
+            "downwardAPI labels updated after kubectl label",
             "downward-volume",
             r#"labels changed: app="shop" release="canary" tier="backend""#,
-            update_deadline,
-        )
-    });
+        ),
+    ] {
+        checks.run(name, || {
+            ensure!(running(pod), "{pod} never ran");
+            log_line_appears(&k, pod, line, update_deadline)
+        });
+    }
     checks.run("configMap key mounted by subPath keeps its content", || {
         ensure!(running("subpath-volume"), "subpath-volume never ran");
         subpath_config_map_is_not_updated(&k, node, update_deadline)

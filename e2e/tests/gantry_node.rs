@@ -9,19 +9,22 @@ use gantry_e2e::{checks, volumes, workloads, Bed, BedOptions};
 
 #[test]
 fn gantry_node_on_its_embedded_cri_runs_the_demo_pods() -> Result<()> {
-    let mut bed = Bed::start(&BedOptions::named("e2e-node-embedded"))?;
-    let mut node = gantry_node::start(&mut bed, "gantry", NodeRuntime::Embedded)?;
-    node.explain(checks::node_runs_demo_pods(&bed, &node.name, &node.network))?;
-    let result = workloads::node_runs_workloads(&mut bed, &mut node);
-    node.explain(result)?;
-    bed.teardown()?;
-    Ok(())
+    node_runs_demo_pods_and_workloads("e2e-node-embedded", "gantry", NodeRuntime::Embedded)
 }
 
 #[test]
 fn gantry_node_on_containerd_cri_runs_the_demo_pods() -> Result<()> {
-    let mut bed = Bed::start(&BedOptions::named("e2e-node-containerd"))?;
-    let mut node = gantry_node::start(&mut bed, "gantry-ctd", NodeRuntime::Containerd)?;
+    node_runs_demo_pods_and_workloads("e2e-node-containerd", "gantry-ctd", NodeRuntime::Containerd)
+}
+
+/// One bed, one node on `runtime`: the reference node's checks, then the workloads.
+fn node_runs_demo_pods_and_workloads(
+    bed_name: &str,
+    node_name: &str,
+    runtime: NodeRuntime,
+) -> Result<()> {
+    let mut bed = Bed::start(&BedOptions::named(bed_name))?;
+    let mut node = gantry_node::start(&mut bed, node_name, runtime)?;
     node.explain(checks::node_runs_demo_pods(&bed, &node.name, &node.network))?;
     let result = workloads::node_runs_workloads(&mut bed, &mut node);
     node.explain(result)?;

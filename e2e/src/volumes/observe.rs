@@ -159,7 +159,7 @@ pub(super) fn log_line_appears(
     with_story(k, pod, r)
 }
 
-/// The first container's waiting reason and message.
+/// The waiting reason and message of the pod's container named `container`.
 pub(super) fn waiting(p: &Value, container: &str) -> (String, String) {
     let s = p["status"]["containerStatuses"]
         .as_array()
