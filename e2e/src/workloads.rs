@@ -542,7 +542,7 @@ fn probes_drive_restarts_and_readiness(k: &Kubectl) -> Result<()> {
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
     };
     k.run(&["apply", "-f", &example("probes.yaml")])?;
-    // The startup probe passes 8 s after the start: before that, running but not ready.
+    // The startup probe passes 15 s after the start: before that, running but not ready.
     let p = wait::until("startup-file to run", Duration::from_secs(90), || {
         let p = pod(k, "startup-file")?;
         Ok(container_status(&p, "app")
@@ -555,12 +555,14 @@ fn probes_drive_restarts_and_readiness(k: &Kubectl) -> Result<()> {
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .map(|t| jiff::Timestamp::now().duration_since(t).as_secs())
         .unwrap_or(0);
-    if running_for < 6 {
-        ensure!(
-            s["started"] == false && !ready(&p),
-            "startup-file is started or ready {running_for}s after its start, before its startup probe can pass: {s}"
-        );
-    }
+    ensure!(
+        running_for < 15,
+        "startup-file was first seen running {running_for}s after its start, too late to see its startup probe hold it back"
+    );
+    ensure!(
+        s["started"] == false && !ready(&p),
+        "startup-file is started or ready {running_for}s after its start, before its startup probe can pass: {s}"
+    );
     wait::until("startup-file to be ready", Duration::from_secs(60), || {
         let p = pod(k, "startup-file")?;
         Ok(ready(&p).then_some(()))

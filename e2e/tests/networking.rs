@@ -264,7 +264,7 @@ fn one_node(bed: &Bed, node: &GantryNode) -> Result<()> {
     let (web_ip, client_ip) = (ip_of("web"), ip_of("client"));
     ensure!(
         in_subnet(&web_ip, &node.network) && in_subnet(&client_ip, &node.network),
-        "pod IPs {web_ip} and {client_ip} are in the node's subnet {}",
+        "pod IPs {web_ip} and {client_ip} are not both in the node's subnet {}",
         node.network.subnet
     );
     ensure!(web_ip != client_ip, "two pods got one IP {web_ip}");
