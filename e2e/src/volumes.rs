@@ -47,6 +47,7 @@ const MANIFESTS: &[&str] = &[
     "subpath-escape.yaml",
     "fsgroup.yaml",
     "missing-configmap.yaml",
+    "refused.yaml",
 ];
 
 /// Pods that check their own volumes and print "RESULT: ...", with the checking container.
@@ -145,6 +146,22 @@ pub fn node_mounts_volumes(bed: &Bed, node: &GantryNode) -> Result<()> {
     });
     checks.run("hostPath type File on a directory: FailedMount", || {
         host_path_wrong_type_is_refused(&k, refusals)
+    });
+    checks.run("missing secret: FailedMount", || {
+        failed_mount(
+            &k,
+            "missing-secret",
+            r#"MountVolume.SetUp failed for volume "creds" : secret "no-such-secret" not found"#,
+            refusals,
+        )
+    });
+    checks.run("NFS volume: FailedMount, not supported", || {
+        failed_mount(
+            &k,
+            "nfs-volume",
+            r#"MountVolume.SetUp failed for volume "share" : volume "share": this volume type is not supported by Gantry (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, persistentVolumeClaim of hostPath or local volumes)"#,
+            refusals,
+        )
     });
     checks.run("persistentVolumeClaim: bound, data in the PV's dir", || {
         ensure!(running("pvc-volume"), "pvc-volume never ran");
