@@ -65,13 +65,24 @@ pub struct GantryNode {
 }
 
 pub fn start(bed: &mut Bed, name: &str, runtime: NodeRuntime) -> Result<GantryNode> {
-    start_with(bed, name, runtime, &[], None)
+    start_with(bed, name, runtime, &[], None, &|_| {})
+}
+
+/// `gantry node` whose KubeletConfiguration (JSON, as the bed writes it) `tune` changes
+/// before the start: lowered eviction or image GC thresholds, a pod pids limit, …
+pub fn start_tuned(
+    bed: &mut Bed,
+    name: &str,
+    runtime: NodeRuntime,
+    tune: &dyn Fn(&mut serde_json::Value),
+) -> Result<GantryNode> {
+    start_with(bed, name, runtime, &[], None, tune)
 }
 
 /// `gantry node` on its embedded CRI inside a network namespace of its own, with the pod
 /// network and address of `placement`.
 pub fn start_in_netns(bed: &mut Bed, name: &str, placement: NetnsPlacement) -> Result<GantryNode> {
-    start_with(bed, name, NodeRuntime::Embedded, &[], Some(placement))
+    start_with(bed, name, NodeRuntime::Embedded, &[], Some(placement), &|_| {})
 }
 
 /// `gantry node` without any kubeconfig: standalone, running the static pods in
@@ -81,7 +92,7 @@ pub fn start_standalone(
     name: &str,
     static_pods: &[(&str, &str)],
 ) -> Result<GantryNode> {
-    start_with(bed, name, NodeRuntime::Embedded, static_pods, None)
+    start_with(bed, name, NodeRuntime::Embedded, static_pods, None, &|_| {})
 }
 
 fn start_with(
@@ -90,6 +101,7 @@ fn start_with(
     runtime: NodeRuntime,
     standalone_pods: &[(&str, &str)],
     placement: Option<NetnsPlacement>,
+    tune: &dyn Fn(&mut serde_json::Value),
 ) -> Result<GantryNode> {
     let standalone = !standalone_pods.is_empty();
     let dir = bed.dir().join("nodes").join(name);
@@ -124,6 +136,7 @@ fn start_with(
     if runtime == NodeRuntime::Containerd {
         config["containerRuntimeEndpoint"] = json!(format!("unix://{}", ctd.socket.display()));
     }
+    tune(&mut config);
     fs::create_dir_all(dir.join("manifests"))?;
     for (file, text) in standalone_pods {
         fs::write(dir.join("manifests").join(file), text)?;
