@@ -55,14 +55,12 @@ pub async fn run(cri: &Cri, probe: &Probe, container: &Container, target: &Targe
             .clone()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| target.pod_ip.clone());
-        let scheme = http.scheme.as_deref().unwrap_or("HTTP");
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Outcome::Error(format!(
-                "{scheme} probes are not supported by Gantry yet (only HTTP)"
-            ));
-        }
+        let scheme = match Scheme::of(http) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Error(e),
+        };
         let (path, headers) = path_and_headers(http);
-        return run_http(&host, port, &path, &headers, timeout).await;
+        return run_http(scheme, &host, port, &path, &headers, timeout).await;
     }
     if let Some(tcp) = &probe.tcp_socket {
         let port = match resolve_port(&tcp.port, container) {
@@ -145,16 +143,63 @@ async fn run_tcp(host: &str, port: u16, timeout: Duration) -> Outcome {
     }
 }
 
+/// The scheme of an httpGet action (upstream accepts HTTP and HTTPS, in any case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub(crate) fn of(http: &HTTPGetAction) -> Result<Scheme, String> {
+        match http.scheme.as_deref().unwrap_or("HTTP") {
+            s if s.eq_ignore_ascii_case("http") => Ok(Scheme::Http),
+            s if s.eq_ignore_ascii_case("https") => Ok(Scheme::Https),
+            other => Err(format!("unsupported scheme: {other:?}")),
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// A connection an HTTP/1.1 request can go over: plain TCP or TLS on top of it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn open(
+    scheme: Scheme,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Box<dyn Io>, String> {
+    let stream = connect(host, port, timeout).await?;
+    if scheme == Scheme::Http {
+        return Ok(Box::new(stream));
+    }
+    let name = super::tls::server_name(host)?;
+    let tls = tokio_rustls::TlsConnector::from(super::tls::insecure_client())
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("remote error: tls: {}", lower_first(&e.to_string())))?;
+    Ok(Box::new(tls))
+}
+
 pub(crate) async fn run_http(
+    scheme: Scheme,
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Outcome {
-    let url = format!("http://{}{path}", format_addr(host, port));
+    let url = format!("{}://{}{path}", scheme.prefix(), format_addr(host, port));
     let attempt = async {
-        let stream = connect(host, port, timeout).await?;
+        let stream = open(scheme, host, port, timeout).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
@@ -351,6 +396,7 @@ mod tests {
         let (port, seen) = serve_once(204).await;
         let headers = vec![("X-Probe".to_string(), "yes".to_string())];
         let got = run_http(
+            Scheme::Http,
             "127.0.0.1",
             port,
             "/healthz",
@@ -366,11 +412,92 @@ mod tests {
         assert!(lower.contains("x-probe: yes"), "{head}");
 
         let (port, _) = serve_once(500).await;
-        let got = run_http("127.0.0.1", port, "/", &[], Duration::from_secs(2)).await;
+        let got = run_http(Scheme::Http, "127.0.0.1", port, "/", &[], Duration::from_secs(2)).await;
         assert_eq!(
             got,
             Outcome::Failure("HTTP probe failed with statuscode: 500".into())
         );
+    }
+
+    /// A one-shot HTTPS server with a self-signed certificate for a name that is not
+    /// the address dialled: the probe must not care, as upstream's does not.
+    async fn serve_tls_once(status: u16) -> (u16, tokio::task::JoinHandle<String>) {
+        let cert = rcgen::generate_simple_self_signed(vec!["elsewhere.example".into()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let mut s = acceptor.accept(s).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            s.write_all(answer.as_bytes()).await.unwrap();
+            s.shutdown().await.ok();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn https_probes_skip_certificate_checks_and_judge_the_status() {
+        let probe_of = |port: u16| -> Probe {
+            serde_json::from_value(json!({
+                "httpGet": {"scheme": "HTTPS", "path": "/ready", "port": port},
+                "timeoutSeconds": 2
+            }))
+            .unwrap()
+        };
+        let (port, seen) = serve_tls_once(200).await;
+        let http = probe_of(port).http_get.unwrap();
+        let got = run_http(
+            Scheme::of(&http).unwrap(),
+            "127.0.0.1",
+            port,
+            "/ready",
+            &[],
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(got, Outcome::Success);
+        assert!(seen.await.unwrap().starts_with("GET /ready HTTP/1.1\r\n"));
+
+        let (port, _) = serve_tls_once(503).await;
+        let got = run_http(Scheme::Https, "127.0.0.1", port, "/", &[], Duration::from_secs(2)).await;
+        assert_eq!(
+            got,
+            Outcome::Failure("HTTP probe failed with statuscode: 503".into())
+        );
+
+        // A plain HTTP server answering an HTTPS probe fails the handshake, with the URL.
+        let (port, _) = serve_once(200).await;
+        let Outcome::Failure(why) =
+            run_http(Scheme::Https, "127.0.0.1", port, "/", &[], Duration::from_secs(2)).await
+        else {
+            panic!("an HTTPS probe to a plain HTTP server must fail");
+        };
+        assert!(why.starts_with(&format!("Get \"https://127.0.0.1:{port}/\": ")), "{why}");
+    }
+
+    #[test]
+    fn schemes_are_http_or_https_in_any_case() {
+        let of = |scheme: &str| {
+            let http: HTTPGetAction =
+                serde_json::from_value(json!({"scheme": scheme, "port": 80})).unwrap();
+            Scheme::of(&http)
+        };
+        assert_eq!(of("https"), Ok(Scheme::Https));
+        assert_eq!(of("HTTP"), Ok(Scheme::Http));
+        assert_eq!(of("FTP"), Err("unsupported scheme: \"FTP\"".to_string()));
     }
 
     #[tokio::test]
