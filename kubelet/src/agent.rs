@@ -18,7 +18,7 @@ use crate::events::Recorder;
 use crate::machine::Machine;
 use crate::node::{NodeAgent, NodeSpec};
 use crate::rate_limit::RateLimiter;
-use crate::{pod_source, runtime, server, static_pods};
+use crate::{image_gc, pod_source, runtime, server, static_pods};
 use std::sync::Arc;
 
 pub struct Options {
@@ -123,6 +123,11 @@ pub async fn run(
     }
 
     rotate_logs(config, &opts, &cri);
+    tokio::spawn(image_gc::run(
+        image_gc::ImageGc::new(config.image_gc_policy()),
+        image_gc::CriImages(cri.clone()),
+        Some(events.clone()),
+    ));
     let api = api_server(config, &opts, &manager)?;
     let backend = server::Backend {
         cri: cri.clone(),
@@ -172,6 +177,11 @@ async fn run_standalone(
         None,
     ));
     rotate_logs(config, &opts, &cri);
+    tokio::spawn(image_gc::run(
+        image_gc::ImageGc::new(config.image_gc_policy()),
+        image_gc::CriImages(cri.clone()),
+        None,
+    ));
     stop.wait().await;
     tracing::info!("stopping; pods keep running");
     Ok(())

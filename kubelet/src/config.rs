@@ -51,6 +51,10 @@ pub struct KubeletConfiguration {
     pub provider_id: String,
     pub container_log_max_size: String,
     pub container_log_max_files: u32,
+    pub image_gc_high_threshold_percent: i32,
+    pub image_gc_low_threshold_percent: i32,
+    pub image_minimum_gc_age: String,
+    pub image_maximum_gc_age: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -131,6 +135,10 @@ impl Default for KubeletConfiguration {
             provider_id: String::new(),
             container_log_max_size: "10Mi".to_string(),
             container_log_max_files: 5,
+            image_gc_high_threshold_percent: 85,
+            image_gc_low_threshold_percent: 80,
+            image_minimum_gc_age: "2m".to_string(),
+            image_maximum_gc_age: "0s".to_string(),
         }
     }
 }
@@ -199,6 +207,10 @@ const TOP_FIELDS: &[&str] = &[
     "providerID",
     "containerLogMaxSize",
     "containerLogMaxFiles",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "imageMinimumGCAge",
+    "imageMaximumGCAge",
 ];
 
 impl KubeletConfiguration {
@@ -271,6 +283,10 @@ impl KubeletConfiguration {
                 ("clusterDNS", "clusterDns"),
                 ("serverTLSBootstrap", "serverTlsBootstrap"),
                 ("providerID", "providerId"),
+                ("imageGCHighThresholdPercent", "imageGcHighThresholdPercent"),
+                ("imageGCLowThresholdPercent", "imageGcLowThresholdPercent"),
+                ("imageMinimumGCAge", "imageMinimumGcAge"),
+                ("imageMaximumGCAge", "imageMaximumGcAge"),
             ] {
                 if let Some(v) = obj.remove(from) {
                     obj.insert(to.to_string(), v);
@@ -313,6 +329,47 @@ impl KubeletConfiguration {
         gantry_pod_manager::spec::quantity::Quantity::parse(&self.container_log_max_size)
             .ok()
             .and_then(|q| u64::try_from(q.value()).ok())
+    }
+
+    /// The image GC policy (imageGC* fields), as validated.
+    pub fn image_gc_policy(&self) -> crate::image_gc::Policy {
+        crate::image_gc::Policy {
+            high_threshold_percent: self.image_gc_high_threshold_percent.clamp(0, 100) as u8,
+            low_threshold_percent: self.image_gc_low_threshold_percent.clamp(0, 100) as u8,
+            min_age: parse_duration(&self.image_minimum_gc_age).unwrap_or_default(),
+            max_age: parse_duration(&self.image_maximum_gc_age).unwrap_or_default(),
+        }
+    }
+
+    /// upstream's validation of the image GC settings, in its words.
+    fn image_gc_problems(&self) -> Vec<String> {
+        let (high, low) = (
+            self.image_gc_high_threshold_percent,
+            self.image_gc_low_threshold_percent,
+        );
+        let mut p = Vec::new();
+        if !(0..=100).contains(&high) {
+            p.push(format!("invalid configuration: imageGCHighThresholdPercent (--image-gc-high-threshold) {high} must be between 0 and 100, inclusive"));
+        }
+        if !(0..=100).contains(&low) {
+            p.push(format!("invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) {low} must be between 0 and 100, inclusive"));
+        }
+        if low >= high {
+            p.push(format!("invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) {low} must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) {high}"));
+        }
+        let (min, max) = (
+            parse_duration(&self.image_minimum_gc_age),
+            parse_duration(&self.image_maximum_gc_age),
+        );
+        if let (Some(min), Some(max)) = (min, max) {
+            if !max.is_zero() && max <= min {
+                p.push(format!(
+                    "invalid configuration: imageMaximumGCAge {} must be greater than imageMinimumGCAge {}",
+                    self.image_maximum_gc_age, self.image_minimum_gc_age
+                ));
+            }
+        }
+        p
     }
 
     /// Checks values Gantry cannot use; every problem names its field.
@@ -399,11 +456,14 @@ impl KubeletConfiguration {
                 &self.node_status_report_frequency,
             ),
             ("syncFrequency", &self.sync_frequency),
+            ("imageMinimumGCAge", &self.image_minimum_gc_age),
+            ("imageMaximumGCAge", &self.image_maximum_gc_age),
         ] {
             if parse_duration(v).is_none() {
                 p.push(format!("{field} {v:?} is not a duration such as 10s or 5m"));
             }
         }
+        p.extend(self.image_gc_problems());
         if p.is_empty() {
             Ok(())
         } else {
@@ -419,6 +479,10 @@ impl KubeletConfiguration {
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     if s.is_empty() {
         return None;
+    }
+    if s == "0" {
+        // Go's time.ParseDuration takes a bare zero.
+        return Some(std::time::Duration::ZERO);
     }
     let mut total = 0f64;
     let mut rest = s;
@@ -567,6 +631,45 @@ staticPodPath: /etc/kubernetes/manifests
         );
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("0"), Some(std::time::Duration::ZERO));
+    }
+
+    #[test]
+    fn image_gc_settings_use_upstreams_names_and_checks() {
+        let head = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+        let c = KubeletConfiguration::parse(&format!(
+            "{head}imageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\nimageMinimumGCAge: 30s\nimageMaximumGCAge: 1h\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.image_gc_policy(),
+            crate::image_gc::Policy {
+                high_threshold_percent: 90,
+                low_threshold_percent: 70,
+                min_age: std::time::Duration::from_secs(30),
+                max_age: std::time::Duration::from_secs(3600),
+            }
+        );
+        assert_eq!(
+            KubeletConfiguration::default().image_gc_policy(),
+            crate::image_gc::Policy::default()
+        );
+        let e = KubeletConfiguration::parse(&format!(
+            "{head}imageGCHighThresholdPercent: 101\nimageGCLowThresholdPercent: 101\nimageMaximumGCAge: 1m\n"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            vec![
+                "invalid configuration: imageGCHighThresholdPercent (--image-gc-high-threshold) 101 must be between 0 and 100, inclusive",
+                "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) 101 must be between 0 and 100, inclusive",
+                "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) 101 must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) 101",
+                "invalid configuration: imageMaximumGCAge 1m must be greater than imageMinimumGCAge 2m",
+            ]
+        );
     }
 
     #[test]

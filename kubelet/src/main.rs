@@ -9,6 +9,7 @@ mod bootstrap;
 mod cluster;
 mod config;
 mod events;
+mod image_gc;
 mod machine;
 mod node;
 mod node_stats;
