@@ -17,7 +17,9 @@
 #     expects `/bin/sh -c ls` to fail with "/bin/sh: ls: Permission denied";
 #   - rootfs/ (passwd, group, stand-ins for the missing pgrep and ipcs applets, web content);
 #   - src/*.c compiled statically: /pause, the nginx and httpd stand-ins (a master process
-#     around `busybox httpd`), nonewprivs' setuid nnp.
+#     around `busybox httpd`), nonewprivs' setuid nnp;
+#   - upstream's agnhost test server (HTTP/HTTPS netexec, gRPC health checking, …), built
+#     from the pinned Kubernetes module by e2e/tools/build.sh, as /agnhost on the base.
 # Builds are reproducible (fixed mtimes, owners and order, gzip -n): the same inputs give
 # the same digests.
 #
@@ -61,6 +63,8 @@ else
 fi
 storage=${storage:-$tools/registry}
 deb=$tools/debs/busybox_amd64.deb
+agnhost=$tools/bin/agnhost
+[ -x "$agnhost" ] || { echo "images: $agnhost is missing: run e2e/tools/build.sh first" >&2; exit 1; }
 stamp=$storage/.gantry-images-stamp
 # The host's glibc, copied next to the dynamically linked busybox.
 glibc_libs=(/lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/libresolv.so.2)
@@ -69,7 +73,7 @@ glibc_libs=(/lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libc.so.6 /lib/x86
 key_of() {
   {
     (cd "$here" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-    sha256sum "$deb" "${glibc_libs[@]}"
+    sha256sum "$deb" "${glibc_libs[@]}" "$agnhost"
     gcc --version | head -n 1
   } | sha256sum | cut -c1-64
 }
@@ -251,6 +255,11 @@ mkdir -p "$root/usr/local/bin"
 install -m 4755 "$bin/nnp" "$root/usr/local/bin/nnp"
 layer nonewprivs
 
+# agnhost: upstream's test server as /agnhost.
+root=$(rootfs agnhost)
+install -m 0755 "$agnhost" "$root/agnhost"
+layer agnhost
+
 # pause: /pause alone.
 for v in "${pause_versions[@]}"; do
   root=$(rootfs "pause-$v")
@@ -321,6 +330,7 @@ image httpd '{"Cmd":["httpd-foreground"],"ExposedPorts":{"80/tcp":{}},"StopSigna
   "WorkingDir":"/usr/local/apache2","Env":["PATH=/usr/local/apache2/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","HTTPD_PREFIX=/usr/local/apache2"]}' \
   base httpd
 image nonewprivs '{"Cmd":["nnp"]}' base nonewprivs
+image agnhost '{"Entrypoint":["/agnhost"]}' base agnhost
 for v in "${pause_versions[@]}"; do
   image "pause-$v" '{"Entrypoint":["/pause"],"User":"65535:65535","WorkingDir":"/"}' "pause-$v"
 done
@@ -405,6 +415,8 @@ push busybox $e2e/busybox:1.29-2        # critest's default container image
 push nginx $e2e/nginx:1.14-2            # web server, HostPID/PodPID/ContainerPID specs
 push httpd $e2e/httpd:2.4.39-4          # multi-container specs
 push nonewprivs $e2e/nonewprivs:1.3     # NoNewPrivs specs
+# agnhost: the tag is test/images/agnhost/VERSION of the pinned Kubernetes release.
+push agnhost $e2e/agnhost:2.66.1        # probes over HTTPS and gRPC
 # pause: 3.9 is critest's "same image from two registries" (one ID for both names); 3.6 is
 # containerd 1.6's default sandbox image, 3.10.2 Kubernetes 1.37's. Each tag is a distinct
 # image, so pulling a sandbox image never adds a third tag to pause:3.9's image.

@@ -15,6 +15,8 @@ use crate::gantry_node::GantryNode;
 use crate::kubectl::Kubectl;
 use crate::{paths, wait};
 
+mod health;
+
 fn example(name: &str) -> String {
     paths::repo_root()
         .join("manifests/examples")
@@ -80,7 +82,7 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     deployment_scales(&k, &node.name)?;
     job_completes(&k)?;
     init_and_sidecar_run_in_order(&k)?;
-    crash_loop_backs_off(&k)?;
+    crash_loop_backs_off(&k, node)?;
     missing_image_backs_off(&k)?;
     missing_key_is_a_config_error(&k)?;
     static_pod_has_a_mirror(&k, &node.name)?;
@@ -90,9 +92,10 @@ pub fn node_runs_workloads(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     logs_rotate(&k, node)?;
     empty_dir_outlives_containers(&k, node)?;
     dns_and_hosts_follow_the_pod_spec(&k)?;
-    probes_drive_restarts_and_readiness(&k)?;
-    hooks_run_around_the_container(&k)?;
-    unready_pods_hold_a_rollout(&k)?;
+    health::probes_drive_restarts_and_readiness(&k)?;
+    health::probe_kinds_pass_and_fail(&k)?;
+    health::hooks_run_around_the_container(&k)?;
+    health::unready_pods_hold_a_rollout(&k)?;
     kubelet_api_refuses_strangers(&k, node)?;
     sandbox_is_recreated_when_it_stops(&k, node)?;
     restart_adopts_every_container(bed, node)?;
@@ -190,7 +193,7 @@ fn init_and_sidecar_run_in_order(k: &Kubectl) -> Result<()> {
     Ok(())
 }
 
-fn crash_loop_backs_off(k: &Kubectl) -> Result<()> {
+fn crash_loop_backs_off(k: &Kubectl, node: &GantryNode) -> Result<()> {
     let p = wait::until(
         "crashloop to be restarted twice and back off",
         Duration::from_secs(120),
@@ -212,6 +215,20 @@ fn crash_loop_backs_off(k: &Kubectl) -> Result<()> {
         previous.contains("run started at"),
         "logs --previous: {previous:?}"
     );
+    // Dead container GC (upstream's MaxPerPodContainer 1): of the attempts so far, only
+    // the newest exited one stays in the runtime.
+    wait::until(
+        "older crasher attempts to be garbage collected",
+        Duration::from_secs(30),
+        || {
+            let out = node
+                .crictl()?
+                .args(["ps", "-a", "-q", "--label", "io.kubernetes.pod.name=crashloop"])
+                .output()?;
+            let ids = String::from_utf8_lossy(&out.stdout).lines().count();
+            Ok((out.status.success() && ids == 1).then_some(()))
+        },
+    )?;
     let describe = k.run(&["describe", "pod", "crashloop"])?;
     for event in [
         "Back-off restarting failed container crasher",
@@ -526,185 +543,6 @@ fn empty_dir_outlives_containers(k: &Kubectl, node: &GantryNode) -> Result<()> {
         "{} is left after the pod was deleted",
         pod_dir.display()
     );
-    Ok(())
-}
-
-/// probes.yaml: a failing liveness probe gets the container killed and restarted with
-/// Unhealthy and Killing events; a failing readiness probe keeps a running pod out of
-/// Ready while its passing tcpSocket liveness probe leaves it alone; a startup probe
-/// holds readiness back until it passes.
-fn probes_drive_restarts_and_readiness(k: &Kubectl) -> Result<()> {
-    let ready = |p: &Value| {
-        p["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    };
-    k.run(&["apply", "-f", &example("probes.yaml")])?;
-    // The startup probe passes 15 s after the start: before that, running but not ready.
-    let p = wait::until("startup-file to run", Duration::from_secs(90), || {
-        let p = pod(k, "startup-file")?;
-        Ok(container_status(&p, "app")
-            .is_some_and(|s| !s["state"]["running"].is_null())
-            .then_some(p))
-    })?;
-    let s = container_status(&p, "app").cloned().unwrap_or_default();
-    let running_for = s["state"]["running"]["startedAt"]
-        .as_str()
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .map(|t| jiff::Timestamp::now().duration_since(t).as_secs())
-        .unwrap_or(0);
-    ensure!(
-        running_for < 15,
-        "startup-file was first seen running {running_for}s after its start, too late to see its startup probe hold it back"
-    );
-    ensure!(
-        s["started"] == false && !ready(&p),
-        "startup-file is started or ready {running_for}s after its start, before its startup probe can pass: {s}"
-    );
-    wait::until("startup-file to be ready", Duration::from_secs(60), || {
-        let p = pod(k, "startup-file")?;
-        Ok(ready(&p).then_some(()))
-    })?;
-
-    let p = wait::until(
-        "liveness-exec to be restarted by its liveness probe",
-        Duration::from_secs(120),
-        || {
-            let p = pod(k, "liveness-exec")?;
-            let restarts = container_status(&p, "app")
-                .and_then(|s| s["restartCount"].as_u64())
-                .unwrap_or(0);
-            Ok((restarts >= 1).then_some(p))
-        },
-    )?;
-    let last = &container_status(&p, "app").context("no app status")?["lastState"]["terminated"];
-    ensure!(
-        !last.is_null() && last["exitCode"] != 0,
-        "the liveness-killed container's lastState: {last}"
-    );
-    let describe = k.run(&["describe", "pod", "liveness-exec"])?;
-    for event in [
-        "Liveness probe failed: cat: can't open '/tmp/healthy'",
-        "Container app failed liveness probe, will be restarted",
-    ] {
-        ensure!(
-            describe.contains(event),
-            "describe lacks {event:?}:\n{describe}"
-        );
-    }
-
-    let p = pod(k, "readiness-http")?;
-    let s = container_status(&p, "web").cloned().unwrap_or_default();
-    ensure!(
-        !s["state"]["running"].is_null()
-            && s["ready"] == false
-            && s["restartCount"] == 0
-            && !ready(&p),
-        "readiness-http should run, unready and never restarted: {s}"
-    );
-    let describe = k.run(&["describe", "pod", "readiness-http"])?;
-    ensure!(
-        describe.contains("Readiness probe failed: HTTP probe failed with statuscode: 404"),
-        "describe lacks the readiness failure:\n{describe}"
-    );
-    for name in ["liveness-exec", "readiness-http", "startup-file"] {
-        k.run(&["delete", "pod", name, "--wait=false"])?;
-    }
-    Ok(())
-}
-
-/// rollout.yaml: version 2 of the Deployment never becomes ready, so its rollout stops
-/// at one new (running, unready) pod while both version 1 pods stay available.
-fn unready_pods_hold_a_rollout(k: &Kubectl) -> Result<()> {
-    k.run(&["apply", "-f", &example("rollout.yaml")])?;
-    k.run(&["rollout", "status", "deployment/rollout", "--timeout=120s"])?;
-    k.run(&["set", "env", "deployment/rollout", "VERSION=2"])?;
-    let unready_new = |p: &Value| {
-        let s = container_status(p, "app").cloned().unwrap_or_default();
-        !s["state"]["running"].is_null() && s["ready"] == false
-    };
-    wait::until(
-        "a version 2 pod to run unready",
-        Duration::from_secs(90),
-        || {
-            let list = k.get_json(&["pods", "-l", "app=rollout"])?;
-            Ok(list["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(unready_new)
-                .then_some(()))
-        },
-    )?;
-    // Give the rollout time to go on if it wrongly would.
-    std::thread::sleep(Duration::from_secs(10));
-    let d = k.get_json(&["deployment", "rollout"])?;
-    let status = &d["status"];
-    ensure!(
-        status["updatedReplicas"] == 1
-            && status["availableReplicas"] == 2
-            && status["readyReplicas"] == 2,
-        "the rollout went on past an unready pod: {status}"
-    );
-    let stuck = k.run(&["rollout", "status", "deployment/rollout", "--timeout=3s"]);
-    ensure!(stuck.is_err(), "rollout status says done: {stuck:?}");
-    k.run(&["delete", "deployment", "rollout", "--wait=false"])?;
-    Ok(())
-}
-
-/// hooks.yaml: postStart runs after the start; preStop runs on deletion before the
-/// container gets SIGTERM; a failing postStart hook gives FailedPostStartHook and the
-/// container is killed and restarted.
-fn hooks_run_around_the_container(k: &Kubectl) -> Result<()> {
-    k.run(&["apply", "-f", &example("hooks.yaml")])?;
-    wait::until("the hooks pod to run", Duration::from_secs(90), || {
-        Ok((pod(k, "hooks")?["status"]["phase"] == "Running").then_some(()))
-    })?;
-    let file = k.run(&["exec", "hooks", "--", "cat", "/tmp/poststart"])?;
-    ensure!(
-        file.trim() == "ran",
-        "the postStart hook's file holds {file:?}"
-    );
-
-    k.run(&["delete", "pod", "hooks", "--wait=false"])?;
-    // During the preStop hook's 3 s the log has its line and no SIGTERM yet.
-    let seen = wait::until(
-        "the preStop hook's line before SIGTERM",
-        Duration::from_secs(30),
-        || {
-            let logs = k.run(&["logs", "hooks"]).unwrap_or_default();
-            Ok((logs.contains("prestop") && !logs.contains("got TERM")).then_some(logs))
-        },
-    )?;
-    ensure!(seen.contains("started"), "logs while stopping: {seen:?}");
-    // The container lingers 2 s after its "got TERM" line, so the line can be read.
-    let logs = wait::until("SIGTERM after the hook", Duration::from_secs(30), || {
-        let logs = k.run(&["logs", "hooks"])?;
-        Ok(logs.contains("got TERM").then_some(logs))
-    })?;
-    let pre = logs.find("prestop").unwrap_or(usize::MAX);
-    let term = logs.find("got TERM").unwrap_or(0);
-    ensure!(pre < term, "SIGTERM came before the preStop hook: {logs:?}");
-
-    wait::until(
-        "hook-fails to be restarted after its postStart hook failed",
-        Duration::from_secs(120),
-        || {
-            let p = pod(k, "hook-fails")?;
-            let restarts = container_status(&p, "app")
-                .and_then(|s| s["restartCount"].as_u64())
-                .unwrap_or(0);
-            Ok((restarts >= 1).then_some(()))
-        },
-    )?;
-    let describe = k.run(&["describe", "pod", "hook-fails"])?;
-    ensure!(
-        describe.contains("FailedPostStartHook") && describe.contains("Exec lifecycle hook"),
-        "describe lacks FailedPostStartHook:\n{describe}"
-    );
-    k.run(&["delete", "pod", "hook-fails", "--wait=false"])?;
     Ok(())
 }
 

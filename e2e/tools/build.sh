@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Go tools the test bed runs, from the modules pinned under e2e/tools/:
-#   kubernetes: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl
+#   kubernetes: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl,
+#               and agnhost (upstream's e2e test server, for e2e/images)
 #   etcd:       etcd
 #   cri-tools:  crictl, critest
 # Outputs go to $GANTRY_TOOLS (default /var/cache/gantry/tools, shared by every clone on
@@ -30,7 +31,7 @@ key_of() {
 
 outputs_of() {
   case $1 in
-    kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl ;;
+    kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl agnhost ;;
     etcd) echo etcd ;;
     cri-tools) echo crictl critest ;;
     *) echo "unknown component: $1" >&2; return 1 ;;
@@ -56,7 +57,8 @@ build_kubernetes() {
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \
     k8s.io/kubernetes/cmd/kubelet \
-    k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/test/images/agnhost)
 }
 
 build_etcd() {

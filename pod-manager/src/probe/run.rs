@@ -89,10 +89,23 @@ pub async fn run(cri: &Cri, probe: &Probe, container: &Container, target: &Targe
     Outcome::Error("missing probe handler".to_string())
 }
 
-pub(crate) async fn run_exec(cri: &Cri, id: &str, cmd: Vec<String>, timeout: Duration) -> Outcome {
+/// What an ExecSync call gave.
+pub(crate) enum Exec {
+    Exited {
+        code: i32,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+    },
+    TimedOut,
+    /// The runtime could not run it (upstream: "probe errored").
+    Failed(String),
+}
+
+/// Runs `cmd` in container `id` through the CRI's ExecSync, bounded by `timeout`.
+pub(crate) async fn exec_sync(cri: &Cri, id: &str, cmd: &[String], timeout: Duration) -> Exec {
     let request = api::ExecSyncRequest {
         container_id: id.to_string(),
-        cmd: cmd.clone(),
+        cmd: cmd.to_vec(),
         timeout: timeout.as_secs() as i64,
     };
     // The runtime enforces the timeout; the margin only bounds a runtime that hangs.
@@ -102,20 +115,37 @@ pub(crate) async fn run_exec(cri: &Cri, id: &str, cmd: Vec<String>, timeout: Dur
     )
     .await;
     match answer {
-        Err(_) => Outcome::Failure(format!("command {cmd:?} timed out")),
-        Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
-            Outcome::Failure(format!("command {cmd:?} timed out"))
-        }
-        Ok(Err(status)) => Outcome::Error(status.message().to_string()),
+        Err(_) => Exec::TimedOut,
+        Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => Exec::TimedOut,
+        Ok(Err(status)) => Exec::Failed(status.message().to_string()),
         Ok(Ok(r)) => {
             let r = r.into_inner();
-            if r.exit_code == 0 {
-                Outcome::Success
-            } else {
-                let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
-                out.push_str(&String::from_utf8_lossy(&r.stderr));
-                Outcome::Failure(out)
+            Exec::Exited {
+                code: r.exit_code,
+                stdout: r.stdout,
+                stderr: r.stderr,
             }
+        }
+    }
+}
+
+/// A command as Go's %q prints a []string: `["sh" "-c" "exit 1"]`, the way upstream's
+/// messages name commands.
+pub(crate) fn go_quoted(cmd: &[String]) -> String {
+    let parts: Vec<String> = cmd.iter().map(|a| format!("{a:?}")).collect();
+    format!("[{}]", parts.join(" "))
+}
+
+pub(crate) async fn run_exec(cri: &Cri, id: &str, cmd: Vec<String>, timeout: Duration) -> Outcome {
+    match exec_sync(cri, id, &cmd, timeout).await {
+        // upstream: exec.NewTimeoutError(fmt.Errorf("command %q timed out", cmd), …)
+        Exec::TimedOut => Outcome::Failure(format!("command {} timed out", go_quoted(&cmd))),
+        Exec::Failed(e) => Outcome::Error(e),
+        Exec::Exited { code: 0, .. } => Outcome::Success,
+        Exec::Exited { stdout, stderr, .. } => {
+            let mut out = String::from_utf8_lossy(&stdout).into_owned();
+            out.push_str(&String::from_utf8_lossy(&stderr));
+            Outcome::Failure(out)
         }
     }
 }
@@ -486,6 +516,12 @@ mod tests {
             panic!("an HTTPS probe to a plain HTTP server must fail");
         };
         assert!(why.starts_with(&format!("Get \"https://127.0.0.1:{port}/\": ")), "{why}");
+    }
+
+    #[test]
+    fn commands_are_named_as_gos_quoted_slices() {
+        let cmd = vec!["sh".to_string(), "-c".to_string(), "echo \"hi\"".to_string()];
+        assert_eq!(go_quoted(&cmd), r#"["sh" "-c" "echo \"hi\""]"#);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 
 use super::{field_path, Worker};
 use crate::cluster::Cluster;
-use crate::probe::run::{self, Outcome};
+use crate::probe::run::{self, Exec, Outcome};
 
 /// Upstream never lets a stop have less than this after a preStop hook.
 const MINIMUM_GRACE_SECONDS: i64 = 2;
@@ -95,15 +95,33 @@ impl<C: Cluster> Worker<C> {
             let cmd = exec.command.clone().unwrap_or_default();
             // No timeout of its own upstream; a preStop hook is bounded by the grace.
             let timeout = limit.unwrap_or(Duration::from_secs(3600));
-            return match run::run_exec(&self.cri, id, cmd.clone(), timeout).await {
-                Outcome::Success => Ok(()),
-                Outcome::Failure(out) => Err(format!(
-                    "Exec lifecycle hook ({cmd:?}) {who} failed - error: command {cmd:?} exited with a non-zero code, message: {out:?}"
-                )),
-                Outcome::Error(e) => Err(format!(
-                    "Exec lifecycle hook ({cmd:?}) {who} failed - error: {e}, message: \"\""
-                )),
+            // upstream: "Exec lifecycle hook (%v) … failed - error: %v, message: %q", the
+            // error being the CRI client's "command '%s' exited with %d: %s".
+            let (error, output) = match run::exec_sync(&self.cri, id, &cmd, timeout).await {
+                Exec::Exited { code: 0, .. } => return Ok(()),
+                Exec::Exited {
+                    code,
+                    stdout,
+                    stderr,
+                } => {
+                    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+                    let mut output = String::from_utf8_lossy(&stdout).into_owned();
+                    output.push_str(&stderr);
+                    (
+                        format!("command '{}' exited with {code}: {stderr}", cmd.join(" ")),
+                        output,
+                    )
+                }
+                Exec::TimedOut => (
+                    format!("command {} timed out", run::go_quoted(&cmd)),
+                    String::new(),
+                ),
+                Exec::Failed(e) => (e, String::new()),
             };
+            return Err(format!(
+                "Exec lifecycle hook ([{}]) {who} failed - error: {error}, message: {output:?}",
+                cmd.join(" ")
+            ));
         }
         if let Some(http) = &handler.http_get {
             let (path, headers) = run::path_and_headers(http);
