@@ -4,6 +4,7 @@
 //! Everything is parsed and validated before anything starts; a field Gantry does not
 //! know, or a value it cannot use, is an error that names the field.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -51,6 +52,12 @@ pub struct KubeletConfiguration {
     pub provider_id: String,
     pub container_log_max_size: String,
     pub container_log_max_files: u32,
+    pub eviction_hard: BTreeMap<String, String>,
+    pub eviction_soft: BTreeMap<String, String>,
+    pub eviction_soft_grace_period: BTreeMap<String, String>,
+    pub eviction_minimum_reclaim: BTreeMap<String, String>,
+    pub eviction_pressure_transition_period: String,
+    pub eviction_max_pod_grace_period: i32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -131,6 +138,12 @@ impl Default for KubeletConfiguration {
             provider_id: String::new(),
             container_log_max_size: "10Mi".to_string(),
             container_log_max_files: 5,
+            eviction_hard: crate::eviction::thresholds::default_eviction_hard(),
+            eviction_soft: BTreeMap::new(),
+            eviction_soft_grace_period: BTreeMap::new(),
+            eviction_minimum_reclaim: BTreeMap::new(),
+            eviction_pressure_transition_period: "5m".to_string(),
+            eviction_max_pod_grace_period: 0,
         }
     }
 }
@@ -199,6 +212,12 @@ const TOP_FIELDS: &[&str] = &[
     "providerID",
     "containerLogMaxSize",
     "containerLogMaxFiles",
+    "evictionHard",
+    "evictionSoft",
+    "evictionSoftGracePeriod",
+    "evictionMinimumReclaim",
+    "evictionPressureTransitionPeriod",
+    "evictionMaxPodGracePeriod",
 ];
 
 impl KubeletConfiguration {
@@ -399,10 +418,23 @@ impl KubeletConfiguration {
                 &self.node_status_report_frequency,
             ),
             ("syncFrequency", &self.sync_frequency),
+            (
+                "evictionPressureTransitionPeriod",
+                &self.eviction_pressure_transition_period,
+            ),
         ] {
             if parse_duration(v).is_none() {
                 p.push(format!("{field} {v:?} is not a duration such as 10s or 5m"));
             }
+        }
+        if self.eviction_max_pod_grace_period < 0 {
+            p.push(format!(
+                "evictionMaxPodGracePeriod {} must not be negative",
+                self.eviction_max_pod_grace_period
+            ));
+        }
+        if let Err(e) = crate::eviction::thresholds::Thresholds::from_config(self) {
+            p.push(e);
         }
         if p.is_empty() {
             Ok(())

@@ -9,6 +9,7 @@ mod bootstrap;
 mod cluster;
 mod config;
 mod events;
+mod eviction;
 mod machine;
 mod node;
 mod node_stats;
