@@ -98,10 +98,14 @@ spec:
       limits: {{cpu: 100m, memory: 64Mi}}
 "#
     ))?;
-    wait::until("the Guaranteed pod to run", Duration::from_secs(120), || {
-        let p = pod_json(&k, "steady")?;
-        Ok((p["status"]["phase"] == "Running").then_some(()))
-    })?;
+    wait::until(
+        "the Guaranteed pod to run",
+        Duration::from_secs(120),
+        || {
+            let p = pod_json(&k, "steady")?;
+            Ok((p["status"]["phase"] == "Running").then_some(()))
+        },
+    )?;
     // The hog: BestEffort, no limit, but its script writes a bounded amount into a
     // tmpfs that is itself bounded (sizeLimit), so it cannot take the machine down.
     k.apply_yaml(&format!(
@@ -167,9 +171,13 @@ spec:
     // node, and a BestEffort pod sent straight to it is turned away.
     wait::until("the memory-pressure taint", Duration::from_secs(60), || {
         let node = k.get_json(&["node", n])?;
-        let tainted = node["spec"]["taints"].as_array().into_iter().flatten().any(|t| {
-            t["key"] == "node.kubernetes.io/memory-pressure" && t["effect"] == "NoSchedule"
-        });
+        let tainted = node["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                t["key"] == "node.kubernetes.io/memory-pressure" && t["effect"] == "NoSchedule"
+            });
         Ok(tainted.then_some(()))
     })?;
     k.apply_yaml(&format!(
@@ -185,10 +193,14 @@ spec:
     command: ["sleep", "3600"]
 "#
     ))?;
-    let late = wait::until("the latecomer to be rejected", Duration::from_secs(60), || {
-        let p = pod_json(&k, "latecomer")?;
-        Ok((p["status"]["phase"] == "Failed").then_some(p))
-    })?;
+    let late = wait::until(
+        "the latecomer to be rejected",
+        Duration::from_secs(60),
+        || {
+            let p = pod_json(&k, "latecomer")?;
+            Ok((p["status"]["phase"] == "Failed").then_some(p))
+        },
+    )?;
     ensure!(
         late["status"]["reason"] == "Evicted"
             && late["status"]["message"] == "The node had condition: [MemoryPressure]. ",
@@ -213,17 +225,24 @@ spec:
                 && e["reason"] == reason
         })
     };
-    ensure!(has_event("Pod", "hog", "Evicted"), "no Evicted event on the hog");
+    ensure!(
+        has_event("Pod", "hog", "Evicted"),
+        "no Evicted event on the hog"
+    );
     ensure!(
         has_event("Node", n, "EvictionThresholdMet"),
         "no EvictionThresholdMet event on the node"
     );
 
     // With the hog's memory back, pressure clears after the transition period.
-    let (_, why) = wait::until("MemoryPressure False again", Duration::from_secs(150), || {
-        Ok(k.node_condition(n, "MemoryPressure")?
-            .filter(|(s, _)| s == "False"))
-    })?;
+    let (_, why) = wait::until(
+        "MemoryPressure False again",
+        Duration::from_secs(150),
+        || {
+            Ok(k.node_condition(n, "MemoryPressure")?
+                .filter(|(s, _)| s == "False"))
+        },
+    )?;
     ensure!(
         why == "KubeletHasSufficientMemory: kubelet has sufficient memory available",
         "MemoryPressure False: {why}"

@@ -100,12 +100,9 @@ impl<C: Cluster> PodManager<C> {
     /// Whether an evicted pod's containers are stopped and its volumes torn down (or its
     /// worker is gone): upstream's podCleanedUpFunc.
     pub fn eviction_finished(&self, uid: &str) -> bool {
-        lock(&self.workers).get(uid).is_none_or(|h| {
-            h.eviction
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .done
-        })
+        lock(&self.workers)
+            .get(uid)
+            .is_none_or(|h| h.eviction.lock().unwrap_or_else(|p| p.into_inner()).done)
     }
 
     /// The pods that may still run here: not being deleted, not in a terminal phase, not
@@ -224,10 +221,7 @@ impl<C: Cluster> PodManager<C> {
         let (tx, mut rx) = watch::channel(desired);
         let wake = Arc::new(Notify::new());
         let eviction: SharedEviction = Default::default();
-        eviction
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .request = rejected;
+        eviction.lock().unwrap_or_else(|p| p.into_inner()).request = rejected;
         workers.insert(
             uid.clone(),
             Handle {

@@ -112,7 +112,10 @@ impl<C: Cluster> EvictionManager<C> {
                 return;
             }
         }
-        tracing::info!(uid, "eviction manager: timed out waiting for the pod to be cleaned up");
+        tracing::info!(
+            uid,
+            "eviction manager: timed out waiting for the pod to be cleaned up"
+        );
     }
 
     /// One round; returns the UID of the pod it evicted.
@@ -145,7 +148,10 @@ impl<C: Cluster> EvictionManager<C> {
         if self.reclaimer.reclaim(threshold.signal) > 0 {
             let after = self.observe(summary.as_ref());
             if state::thresholds_met(&self.config.thresholds, &after, true).is_empty() {
-                tracing::info!(resource, "eviction manager: able to reduce resource pressure without evicting pods");
+                tracing::info!(
+                    resource,
+                    "eviction manager: able to reduce resource pressure without evicting pods"
+                );
                 return None;
             }
         }
@@ -308,7 +314,10 @@ fn admit(conditions: &[&str], pod: &Pod) -> Option<Eviction> {
 
 /// Whether a toleration tolerates a taint with no value (upstream's ToleratesTaint).
 fn tolerates(t: &Toleration, key: &str, effect: &str) -> bool {
-    let effect_ok = t.effect.as_deref().is_none_or(|e| e.is_empty() || e == effect);
+    let effect_ok = t
+        .effect
+        .as_deref()
+        .is_none_or(|e| e.is_empty() || e == effect);
     let key_ok = match t.key.as_deref() {
         None | Some("") => t.operator.as_deref() == Some("Exists"),
         Some(k) => k == key,
@@ -327,24 +336,32 @@ mod tests {
     use serde_json::json;
 
     fn pod(spec: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p", "uid": "u"}, "spec": spec})).unwrap()
+        serde_json::from_value(json!({"metadata": {"name": "p", "uid": "u"}, "spec": spec}))
+            .unwrap()
     }
 
     #[test]
     fn admission_under_memory_pressure_rejects_best_effort_pods_only() {
         let best_effort = pod(json!({"containers": [{"name": "a"}]}));
-        let burstable = pod(json!({"containers": [{"name": "a", "resources": {"requests": {"memory": "10Mi"}}}]}));
+        let burstable = pod(
+            json!({"containers": [{"name": "a", "resources": {"requests": {"memory": "10Mi"}}}]}),
+        );
         let tolerating = pod(json!({"containers": [{"name": "a"}], "tolerations": [
             {"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"}]}));
         assert_eq!(admit(&[], &best_effort), None);
         let rejected = admit(&["MemoryPressure"], &best_effort).unwrap();
         assert_eq!(rejected.reason, "Evicted");
-        assert_eq!(rejected.message, "The node had condition: [MemoryPressure]. ");
+        assert_eq!(
+            rejected.message,
+            "The node had condition: [MemoryPressure]. "
+        );
         assert_eq!(admit(&["MemoryPressure"], &burstable), None);
         assert_eq!(admit(&["MemoryPressure"], &tolerating), None);
         // Disk pressure turns every pod away, tolerations or not.
         assert_eq!(
-            admit(&["MemoryPressure", "DiskPressure"], &burstable).unwrap().message,
+            admit(&["MemoryPressure", "DiskPressure"], &burstable)
+                .unwrap()
+                .message,
             "The node had condition: [MemoryPressure DiskPressure]. "
         );
         let critical = pod(json!({"priority": 2000001000, "containers": [{"name": "a"}]}));

@@ -9,8 +9,8 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use gantry_pod_manager::spec::quantity::Quantity;
 use gantry_pod_manager::spec::pod_request;
+use gantry_pod_manager::spec::quantity::Quantity;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::thresholds::{format_quantity, Amount, Signal};
@@ -85,9 +85,9 @@ pub fn rank(signal: Signal, pods: &mut [Pod], usage: &Usage) {
             return true_first(ua.is_none(), ub.is_none());
         };
         if signal == Signal::PidAvailable {
-            return priority(a).cmp(&priority(b)).then_with(|| {
-                ub.processes.unwrap_or(0).cmp(&ua.processes.unwrap_or(0))
-            });
+            return priority(a)
+                .cmp(&priority(b))
+                .then_with(|| ub.processes.unwrap_or(0).cmp(&ua.processes.unwrap_or(0)));
         }
         let (used_a, req_a) = use_and_request(signal, a, ua);
         let (used_b, req_b) = use_and_request(signal, b, ub);
@@ -118,7 +118,11 @@ pub fn eviction_message(
         .map(|s| s.containers.iter())
         .into_iter()
         .flatten()
-        .chain(spec.and_then(|s| s.init_containers.as_ref()).into_iter().flatten());
+        .chain(
+            spec.and_then(|s| s.init_containers.as_ref())
+                .into_iter()
+                .flatten(),
+        );
     let containers: Vec<_> = containers.collect();
     for stats in &usage.containers {
         let Some(c) = containers.iter().find(|c| c.name == stats.name) else {
@@ -182,7 +186,9 @@ mod tests {
     }
 
     fn names(pods: &[Pod]) -> Vec<&str> {
-        pods.iter().map(|p| p.metadata.name.as_deref().unwrap()).collect()
+        pods.iter()
+            .map(|p| p.metadata.name.as_deref().unwrap())
+            .collect()
     }
 
     #[test]
@@ -240,7 +246,11 @@ mod tests {
             }],
             ..Default::default()
         };
-        let usage: Usage = [("small".to_string(), disk(1 << 20)), ("big".to_string(), disk(1 << 30))].into();
+        let usage: Usage = [
+            ("small".to_string(), disk(1 << 20)),
+            ("big".to_string(), disk(1 << 30)),
+        ]
+        .into();
         rank(Signal::NodeFsAvailable, &mut pods, &usage);
         assert_eq!(names(&pods), ["big", "small"]);
     }
@@ -249,8 +259,14 @@ mod tests {
     fn the_message_names_the_threshold_and_the_containers_over_their_requests() {
         let p = pod("hog", 0, None);
         let threshold = Some((
-            Amount { value: 100 << 20, binary: true },
-            Amount { value: 92 << 20, binary: true },
+            Amount {
+                value: 100 << 20,
+                binary: true,
+            },
+            Amount {
+                value: 92 << 20,
+                binary: true,
+            },
         ));
         assert_eq!(
             eviction_message("memory", &p, Some(&using(1 << 30)), threshold),

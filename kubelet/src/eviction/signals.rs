@@ -49,10 +49,9 @@ fn meminfo_bytes(text: &str, name: &str) -> Option<i64> {
 /// memory.available under `root` ("/" on a real node).
 pub fn memory(root: &Path) -> Result<Observation, String> {
     let meminfo = read(root, "/proc/meminfo")?;
-    let capacity = meminfo_bytes(&meminfo, "MemTotal")
-        .ok_or("/proc/meminfo has no MemTotal".to_string())?;
-    let working_set = if let Ok(usage) = read(root, "/sys/fs/cgroup/memory/memory.usage_in_bytes")
-    {
+    let capacity =
+        meminfo_bytes(&meminfo, "MemTotal").ok_or("/proc/meminfo has no MemTotal".to_string())?;
+    let working_set = if let Ok(usage) = read(root, "/sys/fs/cgroup/memory/memory.usage_in_bytes") {
         // cgroup v1: the memory controller's own hierarchy.
         let usage: i64 = usage
             .trim()
@@ -68,8 +67,8 @@ pub fn memory(root: &Path) -> Result<Observation, String> {
         let inactive = field(&stat, "inactive_file").unwrap_or(0);
         (anon + file - inactive).max(0)
     } else {
-        let free = meminfo_bytes(&meminfo, "MemFree")
-            .ok_or("/proc/meminfo has no MemFree".to_string())?;
+        let free =
+            meminfo_bytes(&meminfo, "MemFree").ok_or("/proc/meminfo has no MemFree".to_string())?;
         let inactive = meminfo_bytes(&meminfo, "Inactive(file)").unwrap_or(0);
         (capacity - free - inactive).max(0)
     };
@@ -81,8 +80,8 @@ pub fn memory(root: &Path) -> Result<Observation, String> {
 
 /// (bytes, inodes) of the filesystem holding `path`.
 pub fn filesystem(path: &Path) -> Result<(Observation, Observation), String> {
-    let st = nix::sys::statvfs::statvfs(path)
-        .map_err(|e| format!("statvfs {}: {e}", path.display()))?;
+    let st =
+        nix::sys::statvfs::statvfs(path).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
     let frag = st.fragment_size() as i64;
     let bytes = Observation {
         available: st.blocks_available() as i64 * frag,
@@ -110,7 +109,12 @@ pub fn pids(root: &Path) -> Result<Observation, String> {
         .nth(3)
         .and_then(|f| f.split_once('/'))
         .and_then(|(_, total)| total.parse().ok())
-        .ok_or_else(|| format!("/proc/loadavg {:?} has no running/total field", loadavg.trim()))?;
+        .ok_or_else(|| {
+            format!(
+                "/proc/loadavg {:?} has no running/total field",
+                loadavg.trim()
+            )
+        })?;
     Ok(Observation {
         available: max - tasks,
         capacity: max,

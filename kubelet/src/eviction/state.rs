@@ -47,7 +47,12 @@ pub fn thresholds_met(
 impl State {
     /// Takes in one observation; returns the thresholds to act on (met for their grace
     /// period), memory first, and updates the conditions.
-    pub fn observe(&mut self, config: &Thresholds, obs: &Observations, now: Instant) -> Vec<Threshold> {
+    pub fn observe(
+        &mut self,
+        config: &Thresholds,
+        obs: &Observations,
+        now: Instant,
+    ) -> Vec<Threshold> {
         let mut met = thresholds_met(&config.thresholds, obs, false);
         for t in thresholds_met(&self.met, obs, true) {
             if !met.contains(&t) {
@@ -66,7 +71,8 @@ impl State {
             })
             .collect();
         for t in &met {
-            self.condition_last_observed.insert(t.signal.condition(), now);
+            self.condition_last_observed
+                .insert(t.signal.condition(), now);
         }
         self.conditions = self
             .condition_last_observed
@@ -127,9 +133,13 @@ mod tests {
         assert_eq!(act.len(), 1);
         assert_eq!(s.conditions, ["MemoryPressure"]);
         // Cleared, but within 30 s of the last sighting: still under pressure, no action.
-        assert!(s.observe(&config, &memory(500), t0 + Duration::from_secs(20)).is_empty());
+        assert!(s
+            .observe(&config, &memory(500), t0 + Duration::from_secs(20))
+            .is_empty());
         assert_eq!(s.conditions, ["MemoryPressure"]);
-        assert!(s.observe(&config, &memory(500), t0 + Duration::from_secs(39)).is_empty());
+        assert!(s
+            .observe(&config, &memory(500), t0 + Duration::from_secs(39))
+            .is_empty());
         assert_eq!(s.conditions, ["MemoryPressure"]);
         s.observe(&config, &memory(500), t0 + Duration::from_secs(40));
         assert!(s.conditions.is_empty());
@@ -138,14 +148,21 @@ mod tests {
     #[test]
     fn a_met_threshold_stays_met_until_the_minimum_reclaim_is_available() {
         let config = config(|c| {
-            c.eviction_minimum_reclaim = [("memory.available".to_string(), "200Mi".to_string())].into();
+            c.eviction_minimum_reclaim =
+                [("memory.available".to_string(), "200Mi".to_string())].into();
         });
         let mut s = State::default();
         let t0 = Instant::now();
         assert_eq!(s.observe(&config, &memory(90), t0).len(), 1);
         // Above 100Mi but below 100Mi + 200Mi: still reclaiming.
-        assert_eq!(s.observe(&config, &memory(250), t0 + Duration::from_secs(10)).len(), 1);
-        assert!(s.observe(&config, &memory(350), t0 + Duration::from_secs(20)).is_empty());
+        assert_eq!(
+            s.observe(&config, &memory(250), t0 + Duration::from_secs(10))
+                .len(),
+            1
+        );
+        assert!(s
+            .observe(&config, &memory(350), t0 + Duration::from_secs(20))
+            .is_empty());
     }
 
     #[test]
@@ -153,13 +170,16 @@ mod tests {
         let config = config(|c| {
             c.eviction_hard.clear();
             c.eviction_soft = [("memory.available".to_string(), "1Gi".to_string())].into();
-            c.eviction_soft_grace_period = [("memory.available".to_string(), "1m".to_string())].into();
+            c.eviction_soft_grace_period =
+                [("memory.available".to_string(), "1m".to_string())].into();
         });
         let mut s = State::default();
         let t0 = Instant::now();
         assert!(s.observe(&config, &memory(512), t0).is_empty());
         assert_eq!(s.conditions, ["MemoryPressure"]);
-        assert!(s.observe(&config, &memory(512), t0 + Duration::from_secs(59)).is_empty());
+        assert!(s
+            .observe(&config, &memory(512), t0 + Duration::from_secs(59))
+            .is_empty());
         let act = s.observe(&config, &memory(512), t0 + Duration::from_secs(60));
         assert_eq!(act.len(), 1);
         assert!(!act[0].is_hard());
@@ -168,14 +188,21 @@ mod tests {
     #[test]
     fn memory_is_reclaimed_before_disk() {
         let config = config(|c| {
-            c.eviction_hard.insert("imagefs.available".into(), "10%".into());
+            c.eviction_hard
+                .insert("imagefs.available".into(), "10%".into());
         });
         let mut obs = memory(10);
         obs.insert(
             Signal::ImageFsAvailable,
-            Observation { available: 1, capacity: 100 },
+            Observation {
+                available: 1,
+                capacity: 100,
+            },
         );
         let act = State::default().observe(&config, &obs, Instant::now());
-        assert_eq!(act.iter().map(|t| t.signal).collect::<Vec<_>>(), [Signal::MemoryAvailable, Signal::ImageFsAvailable]);
+        assert_eq!(
+            act.iter().map(|t| t.signal).collect::<Vec<_>>(),
+            [Signal::MemoryAvailable, Signal::ImageFsAvailable]
+        );
     }
 }

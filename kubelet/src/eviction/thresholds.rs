@@ -174,7 +174,9 @@ impl Thresholds {
             let signal =
                 Signal::parse(name).map_err(|e| format!("evictionSoftGracePeriod: {e}"))?;
             let d = parse_duration(v).ok_or_else(|| {
-                format!("evictionSoftGracePeriod: {name} {v:?} is not a duration such as 30s or 1m30s")
+                format!(
+                    "evictionSoftGracePeriod: {name} {v:?} is not a duration such as 30s or 1m30s"
+                )
             })?;
             grace.insert(signal, d);
         }
@@ -218,8 +220,8 @@ impl Thresholds {
                 t.min_reclaim = Some(value);
             }
         }
-        let transition_period = parse_duration(&c.eviction_pressure_transition_period)
-            .ok_or_else(|| {
+        let transition_period =
+            parse_duration(&c.eviction_pressure_transition_period).ok_or_else(|| {
                 format!(
                     "evictionPressureTransitionPeriod {:?} is not a duration such as 5m",
                     c.eviction_pressure_transition_period
@@ -335,9 +337,18 @@ mod tests {
                 binary: true
             })
         );
-        assert_eq!(of(Signal::NodeFsAvailable), ThresholdValue::Percentage(0.10));
-        assert_eq!(of(Signal::ImageFsAvailable), ThresholdValue::Percentage(0.15));
-        assert_eq!(of(Signal::NodeFsInodesFree), ThresholdValue::Percentage(0.05));
+        assert_eq!(
+            of(Signal::NodeFsAvailable),
+            ThresholdValue::Percentage(0.10)
+        );
+        assert_eq!(
+            of(Signal::ImageFsAvailable),
+            ThresholdValue::Percentage(0.15)
+        );
+        assert_eq!(
+            of(Signal::NodeFsInodesFree),
+            ThresholdValue::Percentage(0.05)
+        );
         assert!(t.thresholds.iter().all(Threshold::is_hard));
     }
 
@@ -367,7 +378,10 @@ mod tests {
     #[test]
     fn bad_statements_name_the_field_and_the_problem() {
         for (hard, expected) in [
-            (("memory.free", "1Gi"), "evictionHard: unsupported eviction signal memory.free"),
+            (
+                ("memory.free", "1Gi"),
+                "evictionHard: unsupported eviction signal memory.free",
+            ),
             (("memory.available", "-1Gi"), "must be positive"),
             (("memory.available", "0"), "must be positive"),
             (("nodefs.available", "120%"), "must be <= 100%"),
@@ -384,18 +398,30 @@ mod tests {
             ..Default::default()
         };
         let e = Thresholds::from_config(&e).unwrap_err();
-        assert!(e.contains("grace period must be specified for the soft eviction threshold memory.available"), "{e}");
+        assert!(
+            e.contains(
+                "grace period must be specified for the soft eviction threshold memory.available"
+            ),
+            "{e}"
+        );
         let e = KubeletConfiguration {
             eviction_minimum_reclaim: [("memory.available".to_string(), "-1Mi".to_string())].into(),
             ..Default::default()
         };
         let e = Thresholds::from_config(&e).unwrap_err();
-        assert!(e.contains("negative eviction minimum reclaim specified for memory.available"), "{e}");
+        assert!(
+            e.contains("negative eviction minimum reclaim specified for memory.available"),
+            "{e}"
+        );
         let e = KubeletConfiguration {
             eviction_pressure_transition_period: "soon".into(),
             ..Default::default()
         };
-        assert!(e.validate().unwrap_err().to_string().contains("evictionPressureTransitionPeriod"));
+        assert!(e
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("evictionPressureTransitionPeriod"));
     }
 
     #[test]
@@ -412,7 +438,10 @@ mod tests {
         assert_eq!(t.thresholds.len(), 1);
         assert_eq!(t.thresholds[0].grace_period, Duration::from_secs(90));
         assert!(!t.thresholds[0].is_hard());
-        assert_eq!(t.thresholds[0].min_reclaim, Some(ThresholdValue::Percentage(0.05)));
+        assert_eq!(
+            t.thresholds[0].min_reclaim,
+            Some(ThresholdValue::Percentage(0.05))
+        );
     }
 
     #[test]

@@ -253,7 +253,9 @@ pub fn pod_request(pod: &Pod, name: &str) -> i64 {
 /// upstream's IsNodeCriticalPod: a critical pod (static, mirror, or of system
 /// priority) of priority class system-node-critical.
 fn is_node_critical(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.priority_class_name.as_deref())
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.priority_class_name.as_deref())
         == Some("system-node-critical")
         && is_critical_pod(pod)
 }
