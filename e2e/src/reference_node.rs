@@ -72,6 +72,23 @@ pub fn kubelet_config(
         "rotateCertificates": true,
         "failSwapOn": false,
         "resolvConf": "/etc/resolv.conf",
+        // Upstream's default disk thresholds (nodefs 10%, imagefs 15%) are met on the
+        // shared development machines, whose root filesystem keeps most of its free
+        // space from unprivileged use (statvfs f_bavail ~8%): every node would report
+        // DiskPressure and turn pods away. The bed's nodes evict only when the disk is
+        // really full; memory keeps upstream's default.
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+            "imagefs.available": "1%",
+            "imagefs.inodesFree": "1%",
+        },
+        // For the same reason, image GC (upstream: from 85 % used, down to 80 %) would
+        // remove unused images from under the suites every 5 minutes; e2e/tests/image_gc.rs
+        // sets its own thresholds.
+        "imageGCHighThresholdPercent": 99,
+        "imageGCLowThresholdPercent": 98,
     }))
 }
 

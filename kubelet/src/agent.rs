@@ -15,6 +15,7 @@ use crate::bootstrap::{self, Credentials};
 use crate::cluster::{ApiCluster, LocalCluster};
 use crate::config::{parse_duration, KubeletConfiguration};
 use crate::events::Recorder;
+use crate::eviction::{self, thresholds::Thresholds};
 use crate::machine::Machine;
 use crate::node::{NodeAgent, NodeSpec};
 use crate::rate_limit::RateLimiter;
@@ -74,6 +75,9 @@ pub async fn run(
     tokio::spawn(post_events);
 
     prepare_root_dir(&opts.root_dir)?;
+    // Validated with the configuration: this cannot fail here.
+    let thresholds = Thresholds::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
+    let pressure = eviction::Pressure::default();
     let agent = NodeAgent {
         spec: NodeSpec {
             name: opts.node_name.clone(),
@@ -91,6 +95,7 @@ pub async fn run(
         cri: cri.clone(),
         machine: Machine::read(&opts.root_dir),
         events: events.clone(),
+        pressure: pressure.clone(),
     };
     agent.register().await?;
     events.node_event("Normal", "Starting", "Starting kubelet.");
@@ -107,7 +112,27 @@ pub async fn run(
         sources.push(static_pods::SOURCE);
     }
     let manager = PodManager::new(cri.clone(), cluster, node, runtime_name, &sources);
+    manager.set_admit_handler(eviction::admit_handler(pressure.clone()));
     tokio::spawn(manager.clone().watch_runtime());
+    let pods_of = manager.clone();
+    let image_gc = image_gc::SharedImageGc::new(config.image_gc_policy(), cri.clone());
+    tokio::spawn(
+        eviction::EvictionManager {
+            config: thresholds,
+            pressure,
+            pods: manager.clone(),
+            backend: server::Backend {
+                cri: cri.clone(),
+                kube: client.get(),
+                node_name: opts.node_name.clone(),
+                pods: Arc::new(move || pods_of.pods()),
+            },
+            events: events.clone(),
+            root_dir: opts.root_dir.clone(),
+            reclaimer: Box::new(image_gc.clone()),
+        }
+        .run(),
+    );
     tokio::spawn(pod_source::watch_api(
         client.clone(),
         opts.node_name.clone(),
@@ -123,11 +148,7 @@ pub async fn run(
     }
 
     rotate_logs(config, &opts, &cri);
-    tokio::spawn(image_gc::run(
-        image_gc::ImageGc::new(config.image_gc_policy()),
-        image_gc::CriImages(cri.clone()),
-        Some(events.clone()),
-    ));
+    tokio::spawn(image_gc.run(Some(events.clone())));
     let api = api_server(config, &opts, &manager)?;
     let backend = server::Backend {
         cri: cri.clone(),
@@ -177,11 +198,7 @@ async fn run_standalone(
         None,
     ));
     rotate_logs(config, &opts, &cri);
-    tokio::spawn(image_gc::run(
-        image_gc::ImageGc::new(config.image_gc_policy()),
-        image_gc::CriImages(cri.clone()),
-        None,
-    ));
+    tokio::spawn(image_gc::SharedImageGc::new(config.image_gc_policy(), cri.clone()).run(None));
     stop.wait().await;
     tracing::info!("stopping; pods keep running");
     Ok(())

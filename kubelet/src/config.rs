@@ -4,6 +4,7 @@
 //! Everything is parsed and validated before anything starts; a field Gantry does not
 //! know, or a value it cannot use, is an error that names the field.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +56,12 @@ pub struct KubeletConfiguration {
     pub image_gc_low_threshold_percent: i32,
     pub image_minimum_gc_age: String,
     pub image_maximum_gc_age: String,
+    pub eviction_hard: BTreeMap<String, String>,
+    pub eviction_soft: BTreeMap<String, String>,
+    pub eviction_soft_grace_period: BTreeMap<String, String>,
+    pub eviction_minimum_reclaim: BTreeMap<String, String>,
+    pub eviction_pressure_transition_period: String,
+    pub eviction_max_pod_grace_period: i32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -139,6 +146,12 @@ impl Default for KubeletConfiguration {
             image_gc_low_threshold_percent: 80,
             image_minimum_gc_age: "2m".to_string(),
             image_maximum_gc_age: "0s".to_string(),
+            eviction_hard: crate::eviction::thresholds::default_eviction_hard(),
+            eviction_soft: BTreeMap::new(),
+            eviction_soft_grace_period: BTreeMap::new(),
+            eviction_minimum_reclaim: BTreeMap::new(),
+            eviction_pressure_transition_period: "5m".to_string(),
+            eviction_max_pod_grace_period: 0,
         }
     }
 }
@@ -211,6 +224,12 @@ const TOP_FIELDS: &[&str] = &[
     "imageGCLowThresholdPercent",
     "imageMinimumGCAge",
     "imageMaximumGCAge",
+    "evictionHard",
+    "evictionSoft",
+    "evictionSoftGracePeriod",
+    "evictionMinimumReclaim",
+    "evictionPressureTransitionPeriod",
+    "evictionMaxPodGracePeriod",
 ];
 
 impl KubeletConfiguration {
@@ -458,12 +477,25 @@ impl KubeletConfiguration {
             ("syncFrequency", &self.sync_frequency),
             ("imageMinimumGCAge", &self.image_minimum_gc_age),
             ("imageMaximumGCAge", &self.image_maximum_gc_age),
+            (
+                "evictionPressureTransitionPeriod",
+                &self.eviction_pressure_transition_period,
+            ),
         ] {
             if parse_duration(v).is_none() {
                 p.push(format!("{field} {v:?} is not a duration such as 10s or 5m"));
             }
         }
         p.extend(self.image_gc_problems());
+        if self.eviction_max_pod_grace_period < 0 {
+            p.push(format!(
+                "evictionMaxPodGracePeriod {} must not be negative",
+                self.eviction_max_pod_grace_period
+            ));
+        }
+        if let Err(e) = crate::eviction::thresholds::Thresholds::from_config(self) {
+            p.push(e);
+        }
         if p.is_empty() {
             Ok(())
         } else {

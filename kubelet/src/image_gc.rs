@@ -7,12 +7,17 @@
 //! images unused for that long are removed whatever the disk says.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gantry_cri::api;
 
 use crate::events::Recorder;
+use crate::eviction::thresholds::Signal;
+use crate::eviction::NodeReclaimer;
 use crate::node_stats;
 
 /// How often upstream's kubelet runs image GC (ImageGCPeriod).
@@ -178,7 +183,6 @@ impl ImageGc {
         (done, result)
     }
 
-    #[allow(dead_code)] // called by the eviction manager under DiskPressure
     /// Removes every unused image old enough, whatever the disk says (upstream's
     /// DeleteUnusedImages, what eviction calls under DiskPressure).
     pub async fn delete_unused(&mut self, rt: &impl ImageRuntime, now: Instant) -> Collected {
@@ -355,23 +359,60 @@ impl ImageRuntime for CriImages {
     }
 }
 
-/// Runs image GC at once and then every PERIOD (upstream's wait.Until), posting a
-/// FreeDiskSpaceFailed warning on the node when it cannot free enough.
-pub async fn run(mut gc: ImageGc, rt: CriImages, events: Option<Recorder>) {
-    let mut tick = tokio::time::interval(PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let (done, result) = gc.collect(&rt, Instant::now()).await;
-        if !done.removed.is_empty() {
-            tracing::info!(removed = done.removed.len(), freed = done.freed, "image GC");
+/// The node's image GC: its records and the runtime, shared by the periodic rounds and
+/// the eviction manager.
+#[derive(Clone)]
+pub struct SharedImageGc {
+    gc: Arc<tokio::sync::Mutex<ImageGc>>,
+    rt: Arc<CriImages>,
+}
+
+impl SharedImageGc {
+    pub fn new(policy: Policy, cri: gantry_pod_manager::Cri) -> Self {
+        SharedImageGc {
+            gc: Arc::new(tokio::sync::Mutex::new(ImageGc::new(policy))),
+            rt: Arc::new(CriImages(cri)),
         }
-        if let Err(message) = result {
-            tracing::warn!(%message, "image GC");
-            if let Some(events) = &events {
-                events.node_event("Warning", "FreeDiskSpaceFailed", &message);
+    }
+
+    /// Runs image GC at once and then every PERIOD (upstream's wait.Until), posting a
+    /// FreeDiskSpaceFailed warning on the node when it cannot free enough.
+    pub async fn run(self, events: Option<Recorder>) {
+        let mut tick = tokio::time::interval(PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (done, result) = self.gc.lock().await.collect(&*self.rt, Instant::now()).await;
+            if !done.removed.is_empty() {
+                tracing::info!(removed = done.removed.len(), freed = done.freed, "image GC");
+            }
+            if let Err(message) = result {
+                tracing::warn!(%message, "image GC");
+                if let Some(events) = &events {
+                    events.node_event("Warning", "FreeDiskSpaceFailed", &message);
+                }
             }
         }
+    }
+}
+
+impl NodeReclaimer for SharedImageGc {
+    /// Under disk pressure, every unused image goes (upstream's DeleteUnusedImages, with
+    /// the images on the node's filesystem); memory and PIDs are not reclaimed here.
+    fn reclaim(&self, signal: Signal) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {
+        Box::pin(async move {
+            if matches!(signal, Signal::MemoryAvailable | Signal::PidAvailable) {
+                return 0;
+            }
+            let done = self
+                .gc
+                .lock()
+                .await
+                .delete_unused(&*self.rt, Instant::now())
+                .await;
+            tracing::info!(removed = done.removed.len(), freed = done.freed, ?signal, "image GC under disk pressure");
+            done.freed
+        })
     }
 }
 

@@ -9,6 +9,7 @@ mod bootstrap;
 mod cluster;
 mod config;
 mod events;
+mod eviction;
 mod image_gc;
 mod machine;
 mod node;

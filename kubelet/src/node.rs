@@ -47,6 +47,8 @@ pub struct NodeAgent {
     pub cri: Cri,
     pub machine: Machine,
     pub events: Recorder,
+    /// The eviction manager's pressure conditions.
+    pub pressure: crate::eviction::Pressure,
 }
 
 impl NodeAgent {
@@ -132,6 +134,7 @@ impl NodeAgent {
     async fn post_status(&self, last: &mut Option<(NodeStatus, Instant)>) -> Result<bool> {
         let previous = last.as_ref().map(|(s, _)| s);
         let status = self.status(previous).await;
+        self.announce_pressure_changes(previous, &status);
         let ready = status
             .conditions
             .iter()
@@ -213,28 +216,20 @@ impl NodeAgent {
             ]),
             capacity: Some(resources.clone()),
             allocatable: Some(resources),
-            conditions: Some(vec![
-                // No eviction manager yet: pressure conditions stay False (issue 6).
-                condition(
-                    "MemoryPressure",
-                    false,
-                    "KubeletHasSufficientMemory",
-                    "kubelet has sufficient memory available",
-                ),
-                condition(
-                    "DiskPressure",
-                    false,
-                    "KubeletHasNoDiskPressure",
-                    "kubelet has no disk pressure",
-                ),
-                condition(
-                    "PIDPressure",
-                    false,
-                    "KubeletHasSufficientPID",
-                    "kubelet has sufficient PID available",
-                ),
-                condition("Ready", ready, reason, &message),
-            ]),
+            conditions: Some({
+                // upstream's nodestatus setters MemoryPressureCondition,
+                // DiskPressureCondition and PIDPressureCondition.
+                let mut conditions: Vec<NodeCondition> = PRESSURE
+                    .iter()
+                    .map(|p| {
+                        let under = self.pressure.has(p.type_);
+                        let (reason, message) = if under { p.on } else { p.off };
+                        condition(p.type_, under, reason, message)
+                    })
+                    .collect();
+                conditions.push(condition("Ready", ready, reason, &message));
+                conditions
+            }),
             daemon_endpoints: Some(NodeDaemonEndpoints {
                 kubelet_endpoint: Some(DaemonEndpoint {
                     port: self.spec.port as i32,
@@ -297,6 +292,76 @@ impl NodeAgent {
                 Ok(())
             }
             Err(e) => Err(e).context("renew the node's Lease"),
+        }
+    }
+}
+
+/// A pressure condition: its type, (reason, message) when True and when False, and the
+/// node events upstream records on each transition.
+struct PressureCondition {
+    type_: &'static str,
+    on: (&'static str, &'static str),
+    off: (&'static str, &'static str),
+    events: (&'static str, &'static str),
+}
+
+const PRESSURE: [PressureCondition; 3] = [
+    PressureCondition {
+        type_: "MemoryPressure",
+        on: (
+            "KubeletHasInsufficientMemory",
+            "kubelet has insufficient memory available",
+        ),
+        off: (
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        events: ("NodeHasInsufficientMemory", "NodeHasSufficientMemory"),
+    },
+    PressureCondition {
+        type_: "DiskPressure",
+        on: ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+        off: ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        events: ("NodeHasDiskPressure", "NodeHasNoDiskPressure"),
+    },
+    PressureCondition {
+        type_: "PIDPressure",
+        on: (
+            "KubeletHasInsufficientPID",
+            "kubelet has insufficient PID available",
+        ),
+        off: (
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+        events: ("NodeHasInsufficientPID", "NodeHasSufficientPID"),
+    },
+];
+
+impl NodeAgent {
+    /// As upstream's setters: a pressure condition that changes is announced with a
+    /// Normal node event, "Node NAME status is now: NodeHasInsufficientMemory".
+    fn announce_pressure_changes(&self, previous: Option<&NodeStatus>, now: &NodeStatus) {
+        let status_of = |s: Option<&NodeStatus>, t: &str| {
+            s.and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == t))
+                .map(|c| c.status.clone())
+        };
+        for p in &PRESSURE {
+            let before = status_of(previous, p.type_);
+            let after = status_of(Some(now), p.type_);
+            if before.is_some() && before != after {
+                let event = if after.as_deref() == Some("True") {
+                    p.events.0
+                } else {
+                    p.events.1
+                };
+                self.events.node_event(
+                    "Normal",
+                    event,
+                    &format!("Node {} status is now: {event}", self.spec.name),
+                );
+            }
         }
     }
 }

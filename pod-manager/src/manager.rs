@@ -16,7 +16,7 @@ use tokio_stream::StreamExt;
 use crate::cluster::Cluster;
 use crate::labels;
 use crate::spec::NodeContext;
-use crate::worker::{pod_name, Desired, Next, Worker};
+use crate::worker::{pod_name, Desired, Eviction, Next, SharedEviction, Worker};
 use crate::Cri;
 
 const RELIST_EVERY: Duration = Duration::from_secs(1);
@@ -27,7 +27,12 @@ const RELIST_WITH_EVENTS_EVERY: u32 = 10;
 struct Handle {
     desired: watch::Sender<Desired>,
     wake: Arc<Notify>,
+    eviction: SharedEviction,
 }
+
+/// Decides whether a new pod may run on the node: `Some` rejects it (upstream's pod
+/// admit handlers; the eviction manager's under node pressure).
+pub type AdmitFn = Arc<dyn Fn(&Pod) -> Option<Eviction> + Send + Sync>;
 
 pub struct PodManager<C: Cluster> {
     cri: Cri,
@@ -44,6 +49,7 @@ pub struct PodManager<C: Cluster> {
     events_up: std::sync::atomic::AtomicBool,
     /// Sources that have not listed everything yet.
     sources_pending: Mutex<HashSet<&'static str>>,
+    admit: Mutex<Option<AdmitFn>>,
 }
 
 impl<C: Cluster> PodManager<C> {
@@ -65,7 +71,60 @@ impl<C: Cluster> PodManager<C> {
             sources_synced: watch::channel(false).0,
             sources_pending: Mutex::new(sources.iter().copied().collect()),
             events_up: std::sync::atomic::AtomicBool::new(false),
+            admit: Mutex::new(None),
         })
+    }
+
+    /// Installs the admission check new pods go through.
+    pub fn set_admit_handler(&self, admit: AdmitFn) {
+        *lock(&self.admit) = Some(admit);
+    }
+
+    /// Ends a running pod on the node's behalf (node-pressure eviction): its worker kills
+    /// it and reports it Failed with the eviction's reason, message and condition.
+    /// Returns false when the node has no worker for the pod.
+    pub fn evict(&self, uid: &str, eviction: Eviction) -> bool {
+        let workers = lock(&self.workers);
+        let Some(h) = workers.get(uid) else {
+            return false;
+        };
+        let mut slot = h.eviction.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.request.is_none() {
+            slot.request = Some(eviction);
+        }
+        drop(slot);
+        h.wake.notify_one();
+        true
+    }
+
+    /// Whether an evicted pod's containers are stopped and its volumes torn down (or its
+    /// worker is gone): upstream's podCleanedUpFunc.
+    pub fn eviction_finished(&self, uid: &str) -> bool {
+        lock(&self.workers)
+            .get(uid)
+            .is_none_or(|h| h.eviction.lock().unwrap_or_else(|p| p.into_inner()).done)
+    }
+
+    /// The pods that may still run here: not being deleted, not in a terminal phase, not
+    /// already evicted (upstream's active pods, the eviction candidates).
+    pub fn active_pods(&self) -> Vec<Pod> {
+        lock(&self.workers)
+            .values()
+            .filter(|h| {
+                h.eviction
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .request
+                    .is_none()
+            })
+            .filter_map(|h| match &*h.desired.borrow() {
+                Desired::Pod(p) if p.metadata.deletion_timestamp.is_none() => {
+                    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                    (!matches!(phase, Some("Succeeded" | "Failed"))).then(|| (**p).clone())
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// A pod was added or changed in a source.
@@ -96,7 +155,8 @@ impl<C: Cluster> PodManager<C> {
         }
         // A finished pod that is not being deleted needs no worker... unless the
         // runtime still has something of it; the worker finds out.
-        self.spawn(&mut workers, uid, Desired::Pod(Box::new(pod)));
+        let rejected = self.admission(&pod);
+        self.spawn_with(&mut workers, uid, Desired::Pod(Box::new(pod)), rejected);
     }
 
     /// A pod is gone from its source without waiting for the node (force deletion, or
@@ -131,19 +191,43 @@ impl<C: Cluster> PodManager<C> {
             .collect()
     }
 
+    /// A pod new to the node that has not started (pending, not being deleted) goes
+    /// through the admission check; `Some` is the rejection to carry out.
+    fn admission(&self, pod: &Pod) -> Option<Eviction> {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if pod.metadata.deletion_timestamp.is_some() || !matches!(phase, None | Some("Pending")) {
+            return None;
+        }
+        let admit = lock(&self.admit).clone()?;
+        admit(pod)
+    }
+
     fn spawn(
         self: &Arc<Self>,
         workers: &mut HashMap<String, Handle>,
         uid: String,
         desired: Desired,
     ) {
+        self.spawn_with(workers, uid, desired, None)
+    }
+
+    fn spawn_with(
+        self: &Arc<Self>,
+        workers: &mut HashMap<String, Handle>,
+        uid: String,
+        desired: Desired,
+        rejected: Option<Eviction>,
+    ) {
         let (tx, mut rx) = watch::channel(desired);
         let wake = Arc::new(Notify::new());
+        let eviction: SharedEviction = Default::default();
+        eviction.lock().unwrap_or_else(|p| p.into_inner()).request = rejected;
         workers.insert(
             uid.clone(),
             Handle {
                 desired: tx,
                 wake: wake.clone(),
+                eviction: eviction.clone(),
             },
         );
         let this = self.clone();
@@ -155,6 +239,7 @@ impl<C: Cluster> PodManager<C> {
                 this.node.clone(),
                 this.runtime_name.clone(),
                 wake.clone(),
+                eviction,
             );
             loop {
                 let desired = rx.borrow_and_update().clone();

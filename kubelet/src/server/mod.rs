@@ -20,7 +20,7 @@ mod reply;
 mod resolve;
 mod router;
 mod streaming;
-mod summary;
+pub mod summary;
 mod tls;
 mod ttl_cache;
 mod upgrade_proxy;

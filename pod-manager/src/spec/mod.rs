@@ -32,7 +32,10 @@ pub use downward::{node_allocatable, pod_ips, sort_pod_ips};
 pub use env::service_env;
 pub use expansion::expand;
 pub use hosts::{etc_hosts, mounts_hosts_file};
-pub use resources::{is_sidecar, milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj};
+pub use resources::{
+    is_critical_pod, is_sidecar, milli_cpu_to_quota, milli_cpu_to_shares, oom_score_adj,
+    pod_request,
+};
 pub use sandbox::{
     hostname_and_domain, kernel_hostname, port_mappings, sandbox_config_checked, sandbox_labels,
 };

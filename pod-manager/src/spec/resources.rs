@@ -226,23 +226,38 @@ pub fn oom_score_adj(pod: &Pod, container: &Container, memory_capacity: i64) -> 
     adj
 }
 
+/// upstream's IsCriticalPod: a static or mirror pod, or one of system priority
+/// (at least 2000000000). The eviction manager never evicts these.
+pub fn is_critical_pod(pod: &Pod) -> bool {
+    let annotations = pod.metadata.annotations.as_ref();
+    let is_static = annotations
+        .and_then(|a| a.get("kubernetes.io/config.source"))
+        .is_some_and(|s| s != "api");
+    let is_mirror = annotations.is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    is_static
+        || is_mirror
+        || pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.priority)
+            .is_some_and(|p| p >= 2_000_000_000)
+}
+
+/// The pod's request of resource `name` in whole units as upstream's
+/// GetResourceRequestQuantity counts it (app containers and sidecars add up, an init
+/// container counts when it is larger); 0 when nothing requests it.
+pub fn pod_request(pod: &Pod, name: &str) -> i64 {
+    pod_total(pod, requests, name).map_or(0, |q| q.value())
+}
+
 /// upstream's IsNodeCriticalPod: a critical pod (static, mirror, or of system
 /// priority) of priority class system-node-critical.
 fn is_node_critical(pod: &Pod) -> bool {
-    let spec = pod.spec.as_ref();
-    if spec.and_then(|s| s.priority_class_name.as_deref()) != Some("system-node-critical") {
-        return false;
-    }
-    let annotations = pod.metadata.annotations.as_ref();
-    let source = annotations.and_then(|a| a.get("kubernetes.io/config.source"));
-    let is_static = source.is_some_and(|s| s != "api");
-    let is_mirror = annotations.is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
-    const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
-    is_static
-        || is_mirror
-        || spec
-            .and_then(|s| s.priority)
-            .is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.priority_class_name.as_deref())
+        == Some("system-node-critical")
+        && is_critical_pod(pod)
 }
 
 /// The sum of a resource over the pod as the scheduler counts it (upstream's

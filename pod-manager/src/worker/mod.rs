@@ -21,10 +21,13 @@ use crate::spec::{self, NodeContext};
 use crate::status::{self, ContainerState, ContainerView, WorkerFacts};
 use crate::Cri;
 
+mod evict;
 mod gc;
 mod hooks;
 mod pull;
 mod terminate;
+
+pub use evict::{Eviction, EvictionSlot, SharedEviction};
 
 /// What the worker does next.
 #[derive(Debug, PartialEq)]
@@ -82,6 +85,8 @@ pub struct Worker<C> {
     probes: Probes,
     /// The pod's first IP (hooks' default HTTP host).
     pod_ip: String,
+    /// The node's decision to end the pod (eviction, admission rejection), if any.
+    eviction: SharedEviction,
 }
 
 impl<C: Cluster> Worker<C> {
@@ -92,6 +97,7 @@ impl<C: Cluster> Worker<C> {
         node: Arc<NodeContext>,
         runtime_name: String,
         wake: Arc<tokio::sync::Notify>,
+        eviction: SharedEviction,
     ) -> Self {
         Worker {
             uid,
@@ -109,6 +115,7 @@ impl<C: Cluster> Worker<C> {
             mount_failures: 0,
             probes: Probes::new(wake),
             pod_ip: String::new(),
+            eviction,
         }
     }
 
@@ -127,6 +134,13 @@ impl<C: Cluster> Worker<C> {
             matches!(desired, Desired::Gone(_)) || pod.metadata.deletion_timestamp.is_some();
         if deleting {
             return self.terminate(desired, &rt).await;
+        }
+        let eviction = evict::lock(&self.eviction).request.clone();
+        if let Some(ev) = eviction {
+            if self.start_time.is_none() {
+                self.start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
+            }
+            return self.evict(pod, &rt, &ev).await;
         }
         if self.start_time.is_none() {
             self.start_time = pod

@@ -1,0 +1,117 @@
+//! Ending a pod on the node's behalf (upstream's killPodNow / TerminatePodAbnormally):
+//! node-pressure eviction and admission rejection. The pod's containers are killed with
+//! the given grace period, its sandbox stopped and its volumes torn down (so what they
+//! held, a memory-backed emptyDir for one, goes back to the node), and its status becomes
+//! Failed with the given reason and message, plus a condition (DisruptionTarget for an
+//! eviction). The API object stays: the pod is not deleted, as upstream.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
+
+use super::{field_path, now, pod_name, Next, Worker};
+use crate::cluster::Cluster;
+use crate::runtime_state::PodRuntime;
+use crate::status::ContainerState;
+
+/// What the node decided about a pod: stop it for good and say why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Eviction {
+    /// status.reason ("Evicted").
+    pub reason: String,
+    /// status.message, and the Warning event's message.
+    pub message: String,
+    /// Grace period of the kill, in seconds.
+    pub grace_seconds: i64,
+    /// A condition to set on the pod (DisruptionTarget, reason TerminationByKubelet),
+    /// its transition time filled in by the worker.
+    pub condition: Option<PodCondition>,
+}
+
+/// Shared between the manager (which sets the request) and the pod's worker (which
+/// carries it out and says when everything of the pod is stopped).
+#[derive(Debug, Default)]
+pub struct EvictionSlot {
+    pub request: Option<Eviction>,
+    /// The containers are stopped and the volumes torn down.
+    pub done: bool,
+    /// The Warning event was posted.
+    announced: bool,
+}
+
+pub type SharedEviction = Arc<Mutex<EvictionSlot>>;
+
+pub(crate) fn lock(slot: &SharedEviction) -> std::sync::MutexGuard<'_, EvictionSlot> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<C: Cluster> Worker<C> {
+    /// Carries out `ev`: kill, stop the sandbox, tear down volumes, report Failed.
+    pub(super) async fn evict(&mut self, pod: &Pod, rt: &PodRuntime, ev: &Eviction) -> Next {
+        let announce = {
+            let mut slot = lock(&self.eviction);
+            !std::mem::replace(&mut slot.announced, true)
+        };
+        if announce {
+            tracing::info!(pod = %pod_name(pod), reason = %ev.reason, "{}", ev.message);
+            self.cluster
+                .event(pod, None, "Warning", &ev.reason, &ev.message);
+        }
+        let running: Vec<_> = rt
+            .containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .cloned()
+            .collect();
+        for c in &running {
+            self.probes.forget(&c.id);
+        }
+        let stops = running.iter().map(|c| {
+            self.cluster.event(
+                pod,
+                Some(field_path(pod, &c.name)),
+                "Normal",
+                "Killing",
+                &format!("Stopping container {}", c.name),
+            );
+            let spec = super::all_containers(pod).find(|s| s.name == c.name);
+            self.kill_container(pod, spec, &c.id, ev.grace_seconds)
+        });
+        for r in futures::future::join_all(stops).await {
+            if let Err(e) = r {
+                tracing::warn!(pod = %pod_name(pod), error = %e.message(), "stop container of an evicted pod; retrying");
+                return Next::After(Duration::from_secs(1));
+            }
+        }
+        self.stop_sandboxes(rt).await;
+        let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
+        if let Err(e) = gantry_volumes::remove_pod_dir(&layout, &self.uid) {
+            tracing::warn!(pod = %pod_name(pod), error = %e, "tear down the volumes of an evicted pod; retrying");
+            return Next::After(Duration::from_secs(2));
+        }
+        self.volumes.forget();
+        let after = PodRuntime::read(&self.cri, &self.uid, &self.node.node_name)
+            .await
+            .unwrap_or_default();
+        let mut status = self.status(pod, &after, true);
+        status.phase = Some("Failed".to_string());
+        status.reason = Some(ev.reason.clone());
+        status.message = Some(ev.message.clone());
+        if let Some(wanted) = &ev.condition {
+            let conditions = status.conditions.get_or_insert_with(Vec::new);
+            let old = conditions.iter().position(|c| c.type_ == wanted.type_);
+            let mut c = wanted.clone();
+            let kept = old
+                .map(|i| conditions.remove(i))
+                .filter(|o| o.status == c.status)
+                .and_then(|o| o.last_transition_time);
+            c.last_transition_time = Some(kept.unwrap_or_else(now));
+            c.observed_generation = pod.metadata.generation;
+            conditions.push(c);
+        }
+        self.cluster.report_status(pod, status);
+        lock(&self.eviction).done = true;
+        Next::Idle
+    }
+}
