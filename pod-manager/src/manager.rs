@@ -44,6 +44,8 @@ pub struct PodManager<C: Cluster> {
     events_up: std::sync::atomic::AtomicBool,
     /// Sources that have not listed everything yet.
     sources_pending: Mutex<HashSet<&'static str>>,
+    /// The node's pod cgroups, when it manages them (cgroupsPerQOS).
+    pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
 }
 
 impl<C: Cluster> PodManager<C> {
@@ -54,6 +56,7 @@ impl<C: Cluster> PodManager<C> {
         node: NodeContext,
         runtime_name: String,
         sources: &[&'static str],
+        pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
     ) -> Arc<Self> {
         Arc::new(PodManager {
             cri,
@@ -65,6 +68,7 @@ impl<C: Cluster> PodManager<C> {
             sources_synced: watch::channel(false).0,
             sources_pending: Mutex::new(sources.iter().copied().collect()),
             events_up: std::sync::atomic::AtomicBool::new(false),
+            pod_cgroups,
         })
     }
 
@@ -155,6 +159,7 @@ impl<C: Cluster> PodManager<C> {
                 this.node.clone(),
                 this.runtime_name.clone(),
                 wake.clone(),
+                this.pod_cgroups.clone(),
             );
             loop {
                 let desired = rx.borrow_and_update().clone();
@@ -211,6 +216,7 @@ impl<C: Cluster> PodManager<C> {
             }
             if *self.sources_synced.borrow() {
                 self.collect_orphans(&now).await;
+                self.clean_orphaned_cgroups();
                 if !dirs_cleaned {
                     dirs_cleaned = true;
                     self.clean_orphaned_dirs();
@@ -270,6 +276,18 @@ impl<C: Cluster> PodManager<C> {
         let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
         if let Err(e) = gantry_volumes::clean_orphaned_pod_dirs(&layout, &live) {
             tracing::warn!(error = %e, "orphaned pod directories");
+        }
+    }
+
+    /// Pod cgroups of pods no worker runs (left by a crash, or by a pod deleted while
+    /// the agent was down), removed once nothing runs in them.
+    fn clean_orphaned_cgroups(&self) {
+        let Some(cgroups) = &self.pod_cgroups else {
+            return;
+        };
+        let live: HashSet<String> = lock(&self.workers).keys().cloned().collect();
+        for uid in cgroups.remove_orphans(&live) {
+            tracing::info!(uid = %uid, "removed the cgroup of a pod the node no longer has");
         }
     }
 

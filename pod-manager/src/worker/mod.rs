@@ -82,6 +82,8 @@ pub struct Worker<C> {
     probes: Probes,
     /// The pod's first IP (hooks' default HTTP host).
     pod_ip: String,
+    /// The node's pod cgroups (cgroupsPerQOS), when the node manages them.
+    pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
 }
 
 impl<C: Cluster> Worker<C> {
@@ -92,6 +94,7 @@ impl<C: Cluster> Worker<C> {
         node: Arc<NodeContext>,
         runtime_name: String,
         wake: Arc<tokio::sync::Notify>,
+        pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
     ) -> Self {
         Worker {
             uid,
@@ -109,6 +112,7 @@ impl<C: Cluster> Worker<C> {
             mount_failures: 0,
             probes: Probes::new(wake),
             pod_ip: String::new(),
+            pod_cgroups,
         }
     }
 
@@ -205,6 +209,9 @@ impl<C: Cluster> Worker<C> {
             return Next::Idle;
         };
         if let Some(retry) = self.mount_volumes(pod).await {
+            return retry;
+        }
+        if let Some(retry) = self.ensure_pod_cgroup(pod) {
             return retry;
         }
         let sandbox = match rt.ready_sandbox() {
@@ -402,6 +409,23 @@ impl<C: Cluster> Worker<C> {
         let delay = Duration::from_secs(1 << self.mount_failures.min(6));
         self.mount_failures += 1;
         Some(Next::After(delay))
+    }
+
+    /// Makes the pod's cgroup exist with its current settings before anything runs in
+    /// it, as upstream's SyncPod (pod container manager EnsureExists); a failure is a
+    /// FailedCreatePodContainer event and a retry.
+    fn ensure_pod_cgroup(&mut self, pod: &Pod) -> Option<Next> {
+        let cgroups = self.pod_cgroups.as_ref()?;
+        match cgroups.ensure(pod) {
+            Ok(_) => None,
+            Err(e) => {
+                let msg = format!("unable to ensure pod container exists: {e}");
+                tracing::warn!(pod = %pod_name(pod), "{msg}");
+                self.cluster
+                    .event(pod, None, "Warning", "FailedCreatePodContainer", &msg);
+                Some(Next::After(Duration::from_secs(5)))
+            }
+        }
     }
 
     /// A new sandbox for the pod: the old ones (dead) are stopped with their containers
