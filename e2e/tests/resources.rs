@@ -83,10 +83,10 @@ fn resource_checks(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
             Duration::from_secs(60),
             || {
                 let left: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
-                Ok(left.is_empty().then_some(()).or_else(|| {
-                    eprintln!("still there: {left:?}");
-                    None
-                }))
+                if left.is_empty() {
+                    return Ok(Some(()));
+                }
+                bail!("still there: {left:?}")
             },
         )?;
     }
@@ -152,10 +152,11 @@ fn node_allocatable_cgroup_is_capacity_minus_reserved(
         pids == want_pids,
         "kubepods pids.max {pids}, want {want_pids}"
     );
-    for (qos, want) in [("besteffort", "2")] {
-        let got = cg.read("cpu", &format!("kubepods/{qos}"), "cpu.shares")?;
-        ensure!(got == want, "{qos} cpu.shares {got}, want {want}");
-    }
+    let got = cg.read("cpu", "kubepods/besteffort", "cpu.shares")?;
+    ensure!(
+        got == "2",
+        "besteffort cpu.shares {got}, want 2 (MinShares)"
+    );
     Ok(())
 }
 
@@ -249,48 +250,61 @@ fn burstable_qos_shares_are_the_sum_of_requests(k: &Kubectl, cg: &Cgroups) -> Re
     Ok(())
 }
 
-/// A pod forking sleeps without end reaches podPidsLimit and no further; the node
-/// still starts other pods meanwhile.
+/// A pod forking sleeps without end reaches podPidsLimit and no further: its shell
+/// says "can't fork" after fewer than podPidsLimit processes (busybox sh then exits,
+/// and the container restarts); the node still starts other pods meanwhile.
 fn fork_bomb_stays_within_pods_limit(k: &Kubectl, cg: &Cgroups, node: &str) -> Result<()> {
-    let bomb = pod_manifest("forkbomb", node, json!([]), json!({}));
-    let mut bomb = bomb;
-    bomb["spec"]["containers"][0]["command"] =
-        json!(["sh", "-c", "while true; do sleep 3600 & done"]);
+    let mut bomb = pod_manifest("forkbomb", node, json!([]), json!({}));
+    bomb["spec"]["containers"][0]["command"] = json!([
+        "sh",
+        "-c",
+        "n=0; while true; do sleep 3600 & n=$((n+1)); echo forked $n; done"
+    ]);
     k.apply_yaml(&bomb.to_string())?;
-    let pod = wait_running(k, "forkbomb")?;
-    let pod_cgroup = cg.pod_cgroup(&pod);
-    until(
-        "the fork bomb to hit pids.max",
+    let pod = until(
+        "the fork bomb's pod to exist",
         Duration::from_secs(60),
         || {
-            let current: i64 = cg.read("pids", &pod_cgroup, "pids.current")?.parse()?;
-            let max: i64 = cg.read("pids", &pod_cgroup, "pids.max")?.parse()?;
-            ensure!(
-                current <= max,
-                "pids.current {current} above pids.max {max}"
-            );
-            let events = cg.read("pids", &pod_cgroup, "pids.events")?;
-            let refused: i64 = events
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("0")
-                .parse()
-                .unwrap_or(0);
-            // pids.events counts the forks refused at this cgroup's limit.
-            Ok((refused > 0).then_some(()))
+            let p = k.get_json(&["pod", "forkbomb"])?;
+            Ok(p["status"]["qosClass"].is_string().then_some(p))
         },
     )?;
+    let pod_cgroup = cg.pod_cgroup(&pod);
+    until(
+        "the fork bomb to stop at the limit and restart",
+        Duration::from_secs(90),
+        || {
+            if let Ok(current) = cg.read("pids", &pod_cgroup, "pids.current") {
+                let current: i64 = current.parse()?;
+                ensure!(
+                    current <= PIDS_LIMIT,
+                    "pids.current {current} above {PIDS_LIMIT}"
+                );
+            }
+            let p = k.get_json(&["pod", "forkbomb"])?;
+            let restarts = p["status"]["containerStatuses"][0]["restartCount"].as_i64();
+            Ok((restarts.unwrap_or(0) >= 1).then_some(()))
+        },
+    )?;
+    let log = k.run(&["logs", "forkbomb", "--previous"])?;
+    ensure!(
+        log.contains("can't fork"),
+        "the bomb's log does not say a fork was refused:\n{log}"
+    );
+    let forked = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("forked ")?.trim().parse::<i64>().ok())
+        .max()
+        .unwrap_or(0);
+    // The shell and the sleeps it forked: within the limit, and near it (the limit,
+    // not something else, stopped the bomb).
+    ensure!(
+        forked < PIDS_LIMIT && forked + 4 >= PIDS_LIMIT,
+        "the bomb forked {forked} sleeps; podPidsLimit is {PIDS_LIMIT}"
+    );
     // The node still runs new pods while the bomb goes on.
     k.apply_yaml(&pod_manifest("after-bomb", node, json!([]), json!({})).to_string())?;
     wait_running(k, "after-bomb")?;
-    for _ in 0..10 {
-        let current: i64 = cg.read("pids", &pod_cgroup, "pids.current")?.parse()?;
-        ensure!(
-            current <= PIDS_LIMIT,
-            "pids.current {current} above {PIDS_LIMIT}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
     k.run(&[
         "delete",
         "pod",
