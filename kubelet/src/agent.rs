@@ -9,7 +9,9 @@ use gantry_cri::api;
 use gantry_cri::server::Stop;
 use gantry_cri::CriConfig;
 use gantry_pod_manager::manager::PodManager;
+use gantry_pod_manager::pod_cgroups::{CgroupFs, NodeAllocatable, PodCgroups};
 use gantry_pod_manager::spec::{HostDns, NodeContext};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::bootstrap::{self, Credentials};
 use crate::cluster::{ApiCluster, LocalCluster};
@@ -105,13 +107,21 @@ pub async fn run(
     let cluster = ApiCluster::new(client.clone(), events.clone(), limiter);
     tokio::spawn(cluster.clone().post_statuses());
     let node = node_context(config, &opts, &machine);
+    let cgroups = pod_cgroups(config, &machine)?;
+    if cgroups.is_some() && enforces_pods(config) {
+        events.node_event(
+            "Normal",
+            "NodeAllocatableEnforced",
+            "Updated Node Allocatable limit across pods",
+        );
+    }
     let static_dir =
         (!config.static_pod_path.is_empty()).then(|| PathBuf::from(&config.static_pod_path));
     let mut sources = vec![pod_source::SOURCE];
     if static_dir.is_some() {
         sources.push(static_pods::SOURCE);
     }
-    let manager = PodManager::new(cri.clone(), cluster, node, runtime_name, &sources);
+    let manager = PodManager::new(cri.clone(), cluster, node, runtime_name, &sources, cgroups);
     manager.set_admit_handler(eviction::admit_handler(pressure.clone()));
     tokio::spawn(manager.clone().watch_runtime());
     let pods_of = manager.clone();
@@ -183,12 +193,14 @@ async fn run_standalone(
     prepare_root_dir(&opts.root_dir)?;
     let machine = Machine::read(&opts.root_dir);
     let node = node_context(config, &opts, &machine);
+    let cgroups = pod_cgroups(config, &machine)?;
     let manager = PodManager::new(
         cri.clone(),
         Arc::new(LocalCluster),
         node,
         runtime_name,
         &[static_pods::SOURCE],
+        cgroups,
     );
     tokio::spawn(manager.clone().watch_runtime());
     tokio::spawn(static_pods::run(
@@ -225,7 +237,8 @@ fn node_context(config: &KubeletConfiguration, opts: &Options, machine: &Machine
         host_dns: read_resolv_conf(&config.resolv_conf),
         pod_logs_dir: config.pod_logs_dir.clone(),
         volumes_root: opts.root_dir.to_string_lossy().into_owned(),
-        cgroup_parent: format!("{}/kubepods", config.cgroup_root.trim_end_matches('/')),
+        cgroup_parent: gantry_pod_manager::pod_cgroups::kubepods_name(&config.cgroup_root),
+        cgroups_per_qos: config.cgroups_per_qos,
         allocatable_cpu_millis: machine.cpus as i64 * 1000,
         allocatable_memory: machine.memory_bytes as i64,
         allocatable_ephemeral_storage: machine.ephemeral_storage_bytes as i64,
@@ -233,6 +246,60 @@ fn node_context(config: &KubeletConfiguration, opts: &Options, machine: &Machine
         resolv_conf_disabled: config.resolv_conf.is_empty(),
         seccomp_profile_root: opts.root_dir.join("seccomp").to_string_lossy().into_owned(),
         ..Default::default()
+    }
+}
+
+fn enforces_pods(config: &KubeletConfiguration) -> bool {
+    config.enforce_node_allocatable.iter().any(|v| v == "pods")
+}
+
+/// The node's QoS and pod cgroups (cgroupsPerQOS), set up before any pod runs:
+/// `<cgroupRoot>/kubepods` limited to capacity minus systemReserved and kubeReserved
+/// when enforceNodeAllocatable has "pods" (else to the capacity), as upstream.
+fn pod_cgroups(
+    config: &KubeletConfiguration,
+    machine: &Machine,
+) -> Result<Option<Arc<PodCgroups>>> {
+    if !config.cgroups_per_qos {
+        return Ok(None);
+    }
+    let fs = CgroupFs::detect().context("find the cgroup filesystem")?;
+    let capacity = NodeAllocatable {
+        milli_cpu: machine.cpus as i64 * 1000,
+        memory: machine.memory_bytes as i64,
+        pids: pid_capacity(),
+    };
+    let allocatable = if enforces_pods(config) {
+        let list = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let (system, kube) = (list(&config.system_reserved), list(&config.kube_reserved));
+        NodeAllocatable::from_capacity(capacity, &[&system, &kube])
+    } else {
+        capacity
+    };
+    let cgroups = PodCgroups::start(fs, &config.cgroup_root, allocatable, config.pod_pids_limit)
+        .context("set up the node's pod cgroups")?;
+    tracing::info!(kubepods = %cgroups.kubepods(), cpu_millis = allocatable.milli_cpu, memory = allocatable.memory, pids = allocatable.pids, "pod cgroups ready");
+    Ok(Some(Arc::new(cgroups)))
+}
+
+/// The node's process-ID capacity: the smaller of kernel.pid_max and
+/// kernel.threads-max (upstream's pidlimit stats).
+fn pid_capacity() -> i64 {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+    };
+    match (
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+    ) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(0),
     }
 }
 

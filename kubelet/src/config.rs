@@ -34,6 +34,11 @@ pub struct KubeletConfiguration {
     pub resolv_conf: String,
     pub cgroup_driver: String,
     pub cgroup_root: String,
+    #[serde(rename = "cgroupsPerQOS")]
+    pub cgroups_per_qos: bool,
+    pub enforce_node_allocatable: Vec<String>,
+    pub system_reserved: std::collections::BTreeMap<String, String>,
+    pub kube_reserved: std::collections::BTreeMap<String, String>,
     pub fail_cgroup_v1: bool,
     pub fail_swap_on: bool,
     pub pod_logs_dir: String,
@@ -120,6 +125,10 @@ impl Default for KubeletConfiguration {
             resolv_conf: "/etc/resolv.conf".to_string(),
             cgroup_driver: "cgroupfs".to_string(),
             cgroup_root: "/".to_string(),
+            cgroups_per_qos: true,
+            enforce_node_allocatable: vec!["pods".to_string()],
+            system_reserved: Default::default(),
+            kube_reserved: Default::default(),
             fail_cgroup_v1: true,
             fail_swap_on: true,
             pod_logs_dir: "/var/log/pods".to_string(),
@@ -202,6 +211,10 @@ const TOP_FIELDS: &[&str] = &[
     "resolvConf",
     "cgroupDriver",
     "cgroupRoot",
+    "cgroupsPerQOS",
+    "enforceNodeAllocatable",
+    "systemReserved",
+    "kubeReserved",
     "failCgroupV1",
     "failSwapOn",
     "podLogsDir",
@@ -450,6 +463,43 @@ impl KubeletConfiguration {
                 "cgroupRoot {:?} must be absolute",
                 self.cgroup_root
             ));
+        }
+        for v in &self.enforce_node_allocatable {
+            if !matches!(v.as_str(), "pods" | "none") {
+                p.push(format!(
+                    "enforceNodeAllocatable {v:?}: only \"pods\" (or \"none\") is supported"
+                ));
+            }
+        }
+        if self.enforce_node_allocatable.len() > 1
+            && self.enforce_node_allocatable.iter().any(|v| v == "none")
+        {
+            p.push(
+                "enforceNodeAllocatable: \"none\" cannot be combined with other values".to_string(),
+            );
+        }
+        if !self.cgroups_per_qos && self.enforce_node_allocatable.iter().any(|v| v == "pods") {
+            // As upstream's validation.
+            p.push("enforceNodeAllocatable (--enforce-node-allocatable) is not supported unless cgroupsPerQOS (--cgroups-per-qos) is set to true".to_string());
+        }
+        for (field, list) in [
+            ("systemReserved", &self.system_reserved),
+            ("kubeReserved", &self.kube_reserved),
+        ] {
+            for (name, value) in list {
+                if !matches!(
+                    name.as_str(),
+                    "cpu" | "memory" | "pid" | "ephemeral-storage"
+                ) {
+                    p.push(format!("{field}: unsupported resource {name:?}"));
+                }
+                match gantry_pod_manager::spec::quantity::Quantity::parse(value) {
+                    Ok(q) if q.value() >= 0 => {}
+                    _ => p.push(format!(
+                        "{field}[{name}] {value:?} is not a non-negative quantity"
+                    )),
+                }
+            }
         }
         if !matches!(self.authorization.mode.as_str(), "Webhook" | "AlwaysAllow") {
             p.push(format!(
@@ -712,5 +762,38 @@ staticPodPath: /etc/kubernetes/manifests
             .unwrap_err()
             .to_string();
         assert!(e.contains("apiVersion") && e.contains("kind"), "{e}");
+    }
+
+    #[test]
+    fn node_allocatable_fields_parse_with_upstream_names_and_bad_values_are_named() {
+        let yaml = r#"
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupsPerQOS: true
+enforceNodeAllocatable: [pods]
+systemReserved: {cpu: 100m, memory: 256Mi}
+kubeReserved: {pid: "1000"}
+podPidsLimit: 64
+"#;
+        let c = KubeletConfiguration::parse(yaml).unwrap();
+        c.validate().unwrap();
+        assert!(c.cgroups_per_qos);
+        assert_eq!(c.system_reserved["memory"], "256Mi");
+        assert_eq!(c.kube_reserved["pid"], "1000");
+        let defaults = KubeletConfiguration::default();
+        assert!(defaults.cgroups_per_qos);
+        assert_eq!(defaults.enforce_node_allocatable, ["pods"]);
+
+        let bad = KubeletConfiguration::parse(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupsPerQOS: false\nenforceNodeAllocatable: [pods, system-reserved]\nsystemReserved: {memory: lots}\n",
+        )
+        .unwrap();
+        let msg = bad.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("enforceNodeAllocatable \"system-reserved\""),
+            "{msg}"
+        );
+        assert!(msg.contains("unless cgroupsPerQOS"), "{msg}");
+        assert!(msg.contains("systemReserved[memory] \"lots\""), "{msg}");
     }
 }

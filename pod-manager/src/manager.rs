@@ -16,7 +16,7 @@ use tokio_stream::StreamExt;
 use crate::cluster::Cluster;
 use crate::labels;
 use crate::spec::NodeContext;
-use crate::worker::{pod_name, Desired, Eviction, Next, SharedEviction, Worker};
+use crate::worker::{pod_name, Desired, Eviction, Next, NodeParts, SharedEviction, Worker};
 use crate::Cri;
 
 const RELIST_EVERY: Duration = Duration::from_secs(1);
@@ -50,6 +50,8 @@ pub struct PodManager<C: Cluster> {
     /// Sources that have not listed everything yet.
     sources_pending: Mutex<HashSet<&'static str>>,
     admit: Mutex<Option<AdmitFn>>,
+    /// The node's pod cgroups, when it manages them (cgroupsPerQOS).
+    pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
 }
 
 impl<C: Cluster> PodManager<C> {
@@ -60,6 +62,7 @@ impl<C: Cluster> PodManager<C> {
         node: NodeContext,
         runtime_name: String,
         sources: &[&'static str],
+        pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
     ) -> Arc<Self> {
         Arc::new(PodManager {
             cri,
@@ -72,6 +75,7 @@ impl<C: Cluster> PodManager<C> {
             sources_pending: Mutex::new(sources.iter().copied().collect()),
             events_up: std::sync::atomic::AtomicBool::new(false),
             admit: Mutex::new(None),
+            pod_cgroups,
         })
     }
 
@@ -234,10 +238,13 @@ impl<C: Cluster> PodManager<C> {
         tokio::spawn(async move {
             let mut worker = Worker::new(
                 uid.clone(),
-                this.cri.clone(),
-                this.cluster.clone(),
-                this.node.clone(),
-                this.runtime_name.clone(),
+                NodeParts {
+                    cri: this.cri.clone(),
+                    cluster: this.cluster.clone(),
+                    node: this.node.clone(),
+                    runtime_name: this.runtime_name.clone(),
+                    pod_cgroups: this.pod_cgroups.clone(),
+                },
                 wake.clone(),
                 eviction,
             );
@@ -296,6 +303,7 @@ impl<C: Cluster> PodManager<C> {
             }
             if *self.sources_synced.borrow() {
                 self.collect_orphans(&now).await;
+                self.clean_orphaned_cgroups();
                 if !dirs_cleaned {
                     dirs_cleaned = true;
                     self.clean_orphaned_dirs();
@@ -355,6 +363,18 @@ impl<C: Cluster> PodManager<C> {
         let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
         if let Err(e) = gantry_volumes::clean_orphaned_pod_dirs(&layout, &live) {
             tracing::warn!(error = %e, "orphaned pod directories");
+        }
+    }
+
+    /// Pod cgroups of pods no worker runs (left by a crash, or by a pod deleted while
+    /// the agent was down), removed once nothing runs in them.
+    fn clean_orphaned_cgroups(&self) {
+        let Some(cgroups) = &self.pod_cgroups else {
+            return;
+        };
+        let live: HashSet<String> = lock(&self.workers).keys().cloned().collect();
+        for uid in cgroups.remove_orphans(&live) {
+            tracing::info!(uid = %uid, "removed the cgroup of a pod the node no longer has");
         }
     }
 

@@ -20,7 +20,7 @@ mod env;
 mod expansion;
 mod hosts;
 pub mod quantity;
-mod resources;
+pub(crate) mod resources;
 mod sandbox;
 mod security;
 #[cfg(test)]
@@ -37,7 +37,8 @@ pub use resources::{
     pod_request,
 };
 pub use sandbox::{
-    hostname_and_domain, kernel_hostname, port_mappings, sandbox_config_checked, sandbox_labels,
+    hostname_and_domain, kernel_hostname, pod_cgroup_parent, port_mappings, sandbox_config_checked,
+    sandbox_labels,
 };
 pub use security::{container_security_context, namespace_options, sandbox_security_context};
 
@@ -58,8 +59,13 @@ pub struct NodeContext {
     pub volumes_root: String,
     /// podLogsDir (upstream default /var/log/pods).
     pub pod_logs_dir: String,
-    /// The cgroup parent of this pod's sandbox ("" lets the runtime choose).
+    /// The cgroup parent of pods' sandboxes ("" lets the runtime choose); with
+    /// `cgroups_per_qos`, the node allocatable cgroup (`<cgroupRoot>/kubepods`) below
+    /// which each pod has its own cgroup.
     pub cgroup_parent: String,
+    /// cgroupsPerQOS: each pod's sandbox goes in the pod's cgroup under its QoS
+    /// class's cgroup below `cgroup_parent`.
+    pub cgroups_per_qos: bool,
     /// The resolvConf setting is "": pods that resolve as the host get a localhost
     /// nameserver and no search path (upstream's way to disable DNS lookups).
     pub resolv_conf_disabled: bool,

@@ -26,24 +26,24 @@ const MIN_QUOTA_US: i64 = 1000;
 const GUARANTEED_OOM_SCORE_ADJ: i64 = -997;
 const BEST_EFFORT_OOM_SCORE_ADJ: i64 = 1000;
 
-type ResourceList = BTreeMap<String, ApiQuantity>;
+pub(crate) type ResourceList = BTreeMap<String, ApiQuantity>;
 
-fn requests(c: &Container) -> Option<&ResourceList> {
+pub(crate) fn requests(c: &Container) -> Option<&ResourceList> {
     c.resources.as_ref()?.requests.as_ref()
 }
 
-fn limits(c: &Container) -> Option<&ResourceList> {
+pub(crate) fn limits(c: &Container) -> Option<&ResourceList> {
     c.resources.as_ref()?.limits.as_ref()
 }
 
-fn init_containers(pod: &Pod) -> &[Container] {
+pub(crate) fn init_containers(pod: &Pod) -> &[Container] {
     pod.spec
         .as_ref()
         .and_then(|s| s.init_containers.as_deref())
         .unwrap_or_default()
 }
 
-fn containers(pod: &Pod) -> &[Container] {
+pub(crate) fn containers(pod: &Pod) -> &[Container] {
     pod.spec
         .as_ref()
         .map(|s| &s.containers[..])
@@ -106,7 +106,7 @@ pub fn qos_class(pod: &Pod) -> &'static str {
 
 /// The pod-level resources, when they set cpu or memory (PodLevelResources: they
 /// then decide the QoS class and the sandbox's resources instead of the containers').
-fn pod_level_resources(pod: &Pod) -> Option<&ResourceRequirements> {
+pub(crate) fn pod_level_resources(pod: &Pod) -> Option<&ResourceRequirements> {
     let r = pod.spec.as_ref()?.resources.as_ref()?;
     let sets = |list: Option<&ResourceList>| {
         list.is_some_and(|l| l.contains_key("cpu") || l.contains_key("memory"))
@@ -264,7 +264,7 @@ fn is_node_critical(pod: &Pod) -> bool {
 /// PodRequests/PodLimits without overhead): app containers and sidecars add up; an
 /// init container counts with the sidecars started before it, and the pod needs the
 /// largest of that and the sum.
-fn pod_total(
+pub(crate) fn pod_total(
     pod: &Pod,
     of: fn(&Container) -> Option<&ResourceList>,
     name: &str,

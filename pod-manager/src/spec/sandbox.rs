@@ -86,13 +86,24 @@ fn build(pod: &Pod, attempt: u32, node: &NodeContext, hostname: String) -> api::
             .into_iter()
             .collect(),
         linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: node.cgroup_parent.clone(),
+            cgroup_parent: pod_cgroup_parent(pod, node),
             security_context: Some(security::sandbox_security_context(pod)),
             sysctls,
             overhead: Some(overhead),
             resources: Some(sandbox_resources),
         }),
         windows: None,
+    }
+}
+
+/// The sandbox's cgroup parent: with cgroupsPerQOS the pod's own cgroup
+/// (`<kubepods>[/burstable|/besteffort]/pod<uid>`), which the kubelet creates first;
+/// else the node's cgroup parent.
+pub fn pod_cgroup_parent(pod: &Pod, node: &NodeContext) -> String {
+    if node.cgroups_per_qos {
+        crate::pod_cgroups::pod_cgroup_name(&node.cgroup_parent, pod)
+    } else {
+        node.cgroup_parent.clone()
     }
 }
 

@@ -87,18 +87,36 @@ pub struct Worker<C> {
     pod_ip: String,
     /// The node's decision to end the pod (eviction, admission rejection), if any.
     eviction: SharedEviction,
+    /// The node's pod cgroups (cgroupsPerQOS), when the node manages them.
+    pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
+}
+
+/// What every pod worker of a node shares: the runtime, the cluster, the node's context
+/// and its pod cgroups.
+pub struct NodeParts<C> {
+    pub cri: Cri,
+    pub cluster: Arc<C>,
+    pub node: Arc<NodeContext>,
+    /// The runtime's name for container IDs (`containerd://<id>`).
+    pub runtime_name: String,
+    /// The node's pod cgroups (cgroupsPerQOS), when the node manages them.
+    pub pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
 }
 
 impl<C: Cluster> Worker<C> {
     pub fn new(
         uid: String,
-        cri: Cri,
-        cluster: Arc<C>,
-        node: Arc<NodeContext>,
-        runtime_name: String,
+        parts: NodeParts<C>,
         wake: Arc<tokio::sync::Notify>,
         eviction: SharedEviction,
     ) -> Self {
+        let NodeParts {
+            cri,
+            cluster,
+            node,
+            runtime_name,
+            pod_cgroups,
+        } = parts;
         Worker {
             uid,
             cri,
@@ -116,6 +134,7 @@ impl<C: Cluster> Worker<C> {
             probes: Probes::new(wake),
             pod_ip: String::new(),
             eviction,
+            pod_cgroups,
         }
     }
 
@@ -219,6 +238,9 @@ impl<C: Cluster> Worker<C> {
             return Next::Idle;
         };
         if let Some(retry) = self.mount_volumes(pod).await {
+            return retry;
+        }
+        if let Some(retry) = self.ensure_pod_cgroup(pod) {
             return retry;
         }
         let sandbox = match rt.ready_sandbox() {
@@ -416,6 +438,23 @@ impl<C: Cluster> Worker<C> {
         let delay = Duration::from_secs(1 << self.mount_failures.min(6));
         self.mount_failures += 1;
         Some(Next::After(delay))
+    }
+
+    /// Makes the pod's cgroup exist with its current settings before anything runs in
+    /// it, as upstream's SyncPod (pod container manager EnsureExists); a failure is a
+    /// FailedCreatePodContainer event and a retry.
+    fn ensure_pod_cgroup(&mut self, pod: &Pod) -> Option<Next> {
+        let cgroups = self.pod_cgroups.as_ref()?;
+        match cgroups.ensure(pod) {
+            Ok(_) => None,
+            Err(e) => {
+                let msg = format!("unable to ensure pod container exists: {e}");
+                tracing::warn!(pod = %pod_name(pod), "{msg}");
+                self.cluster
+                    .event(pod, None, "Warning", "FailedCreatePodContainer", &msg);
+                Some(Next::After(Duration::from_secs(5)))
+            }
+        }
     }
 
     /// A new sandbox for the pod: the old ones (dead) are stopped with their containers

@@ -77,6 +77,13 @@ impl<C: Cluster> Worker<C> {
             self.cluster.pod_terminated(pod).await;
         }
         self.remove_all(pod, rt).await;
+        // The pod cgroup goes last, once nothing of the pod runs in it; if something
+        // still does, the manager's orphan sweep removes it when it is empty.
+        if let Some(cgroups) = &self.pod_cgroups {
+            if let Err(e) = cgroups.remove(&self.uid) {
+                tracing::warn!(pod = %pod_name(pod), error = %e, "remove the pod's cgroup");
+            }
+        }
         Next::Done
     }
 
