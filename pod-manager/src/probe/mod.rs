@@ -21,6 +21,7 @@ use crate::cluster::Cluster;
 use crate::Cri;
 
 pub mod run;
+mod tls;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {

@@ -1,5 +1,6 @@
 //! One probe attempt, as upstream's prober runs it: exec through the CRI's ExecSync,
-//! an HTTP GET (status 200–399 passes), a TCP connect, or a gRPC health check
+//! an HTTP or HTTPS GET (status 200–399 passes; HTTPS skips certificate verification as
+//! upstream's does), a TCP connect, or a gRPC health check
 //! (SERVING passes), each bounded by the probe's timeoutSeconds. The message of a
 //! failure is what the Unhealthy event shows after "Liveness probe failed: ".
 
@@ -10,6 +11,8 @@ use gantry_cri::api;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+
+use super::tls;
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -55,14 +58,12 @@ pub async fn run(cri: &Cri, probe: &Probe, container: &Container, target: &Targe
             .clone()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| target.pod_ip.clone());
-        let scheme = http.scheme.as_deref().unwrap_or("HTTP");
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Outcome::Error(format!(
-                "{scheme} probes are not supported by Gantry yet (only HTTP)"
-            ));
-        }
+        let scheme = match Scheme::of(http) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Error(e),
+        };
         let (path, headers) = path_and_headers(http);
-        return run_http(&host, port, &path, &headers, timeout).await;
+        return run_http(scheme, &host, port, &path, &headers, timeout).await;
     }
     if let Some(tcp) = &probe.tcp_socket {
         let port = match resolve_port(&tcp.port, container) {
@@ -145,49 +146,54 @@ async fn run_tcp(host: &str, port: u16, timeout: Duration) -> Outcome {
     }
 }
 
+/// The scheme of an httpGet action (probe or lifecycle hook).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    /// As upstream reads it: lowercased, HTTP when unset. The API server admits only
+    /// HTTP and HTTPS; anything else fails as Go's HTTP client fails it.
+    pub fn of(http: &HTTPGetAction) -> Result<Scheme, String> {
+        let scheme = http.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
+        match scheme.as_str() {
+            "" | "http" => Ok(Scheme::Http),
+            "https" => Ok(Scheme::Https),
+            _ => Err(format!("unsupported protocol scheme {scheme:?}")),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 pub(crate) async fn run_http(
+    scheme: Scheme,
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Outcome {
-    let url = format!("http://{}{path}", format_addr(host, port));
+    let url = format!("{}://{}{path}", scheme.as_str(), format_addr(host, port));
     let attempt = async {
         let stream = connect(host, port, timeout).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let mut request = hyper::Request::get(path);
-        let named = |name: &str| headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name));
-        if !named("host") {
-            request = request.header("Host", format_addr(host, port));
+        match scheme {
+            Scheme::Http => get(TokioIo::new(stream), host, port, path, headers).await,
+            Scheme::Https => {
+                let tls = tls::insecure_connector()?
+                    .connect(tls::server_name(host)?, stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                get(TokioIo::new(tls), host, port, path, headers).await
+            }
         }
-        if !named("user-agent") {
-            request = request.header("User-Agent", USER_AGENT);
-        }
-        if !named("accept") {
-            request = request.header("Accept", "*/*");
-        }
-        for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let request = request
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        Ok::<_, String>((status, body))
     };
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Outcome::Failure(format!(
@@ -201,6 +207,52 @@ pub(crate) async fn run_http(
             Outcome::Failure(format!("HTTP probe failed with statuscode: {status}"))
         }
     }
+}
+
+/// One GET over `io` (a TCP or TLS stream): the status and the body.
+async fn get<I>(
+    io: I,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(u16, Bytes), String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut request = hyper::Request::get(path);
+    let named = |name: &str| headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(name));
+    if !named("host") {
+        request = request.header("Host", format_addr(host, port));
+    }
+    if !named("user-agent") {
+        request = request.header("User-Agent", USER_AGENT);
+    }
+    if !named("accept") {
+        request = request.header("Accept", "*/*");
+    }
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 async fn run_grpc(host: &str, port: u16, service: String, timeout: Duration) -> Outcome {
@@ -351,6 +403,7 @@ mod tests {
         let (port, seen) = serve_once(204).await;
         let headers = vec![("X-Probe".to_string(), "yes".to_string())];
         let got = run_http(
+            Scheme::Http,
             "127.0.0.1",
             port,
             "/healthz",
@@ -366,10 +419,86 @@ mod tests {
         assert!(lower.contains("x-probe: yes"), "{head}");
 
         let (port, _) = serve_once(500).await;
-        let got = run_http("127.0.0.1", port, "/", &[], Duration::from_secs(2)).await;
+        let got = run_http(
+            Scheme::Http,
+            "127.0.0.1",
+            port,
+            "/",
+            &[],
+            Duration::from_secs(2),
+        )
+        .await;
         assert_eq!(
             got,
             Outcome::Failure("HTTP probe failed with statuscode: 500".into())
+        );
+    }
+
+    /// An HTTPS server with a self-signed certificate for another name, answering
+    /// `status` to every request on one connection.
+    async fn serve_tls_once(status: u16) -> u16 {
+        let cert = rcgen::generate_simple_self_signed(vec!["example.invalid".into()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let Ok(mut s) = acceptor.accept(s).await else {
+                return;
+            };
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let answer =
+                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(answer.as_bytes()).await;
+            let _ = s.shutdown().await;
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_probes_skip_certificate_verification_as_upstream() {
+        let http: HTTPGetAction =
+            serde_json::from_value(json!({"port": 443, "scheme": "HTTPS"})).unwrap();
+        assert_eq!(Scheme::of(&http), Ok(Scheme::Https));
+        let t = Duration::from_secs(2);
+        let port = serve_tls_once(200).await;
+        assert_eq!(
+            run_http(Scheme::Https, "127.0.0.1", port, "/readyz", &[], t).await,
+            Outcome::Success
+        );
+        let port = serve_tls_once(503).await;
+        assert_eq!(
+            run_http(Scheme::Https, "127.0.0.1", port, "/readyz", &[], t).await,
+            Outcome::Failure("HTTP probe failed with statuscode: 503".into())
+        );
+        // Plain HTTP to a TLS port gets no HTTP answer.
+        let port = serve_tls_once(200).await;
+        assert!(matches!(
+            run_http(Scheme::Http, "127.0.0.1", port, "/readyz", &[], t).await,
+            Outcome::Failure(m) if m.starts_with(&format!("Get \"http://127.0.0.1:{port}/readyz\""))
+        ));
+    }
+
+    #[test]
+    fn schemes_read_as_upstream_reads_them() {
+        let of = |v: serde_json::Value| Scheme::of(&serde_json::from_value(v).unwrap());
+        assert_eq!(of(json!({"port": 80})), Ok(Scheme::Http));
+        assert_eq!(of(json!({"port": 80, "scheme": "HTTP"})), Ok(Scheme::Http));
+        assert_eq!(of(json!({"port": 80, "scheme": "https"})), Ok(Scheme::Https));
+        assert_eq!(
+            of(json!({"port": 80, "scheme": "FTP"})),
+            Err("unsupported protocol scheme \"ftp\"".into())
         );
     }
 

@@ -110,6 +110,7 @@ impl<C: Cluster> Worker<C> {
             let fail =
                 |e: String| format!("HTTP lifecycle hook ({path}) {who} failed - error: {e}");
             let port = run::resolve_port(&http.port, c).map_err(fail)?;
+            let scheme = run::Scheme::of(http).map_err(fail)?;
             let host = http
                 .host
                 .clone()
@@ -117,7 +118,7 @@ impl<C: Cluster> Worker<C> {
                 .unwrap_or_else(|| self.pod_ip.clone());
             let timeout = limit.unwrap_or(Duration::from_secs(60));
             // Upstream fails an HTTP hook only when the request fails, not on its status.
-            return match run::run_http(&host, port, &path, &headers, timeout).await {
+            return match run::run_http(scheme, &host, port, &path, &headers, timeout).await {
                 Outcome::Failure(e) if !e.starts_with("HTTP probe failed with statuscode") => {
                     Err(fail(e))
                 }
