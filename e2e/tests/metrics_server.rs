@@ -69,7 +69,13 @@ fn top_checks(bed: &Bed, node: &GantryNode) -> Result<()> {
     k.run(&["apply", "-f", &manifest.to_string_lossy()])?;
     k.apply_yaml(&workloads())?;
     for pod in ["memory-hog", "cpu-burner"] {
-        k.run(&["wait", "--for=condition=Ready", "--timeout=120s", "pod", pod])?;
+        k.run(&[
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=120s",
+            "pod",
+            pod,
+        ])?;
     }
     k.run(&[
         "wait",
@@ -123,10 +129,7 @@ fn top_checks(bed: &Bed, node: &GantryNode) -> Result<()> {
         hog_bytes >= (HELD_MIB as f64) * MIB,
         "kubectl top pod shows memory-hog at {hog_memory}, below the {HELD_MIB}Mi it holds"
     );
-    ensure!(
-        millicores(&burner_cpu)? > 0.0,
-        "cpu-burner at {burner_cpu}"
-    );
+    ensure!(millicores(&burner_cpu)? > 0.0, "cpu-burner at {burner_cpu}");
 
     // The same number at its source: the node's /metrics/resource, whose container
     // series metrics-server sums into a pod's usage.
@@ -166,7 +169,10 @@ fn top_row(out: &str, name: &str, memory_col: usize) -> Option<(String, String)>
 
 /// kubectl's CPU quantity ("250m", "2") in millicores.
 fn millicores(q: &str) -> Result<f64> {
-    let parse = |s: &str| s.parse::<f64>().with_context(|| format!("CPU quantity {q:?}"));
+    let parse = |s: &str| {
+        s.parse::<f64>()
+            .with_context(|| format!("CPU quantity {q:?}"))
+    };
     match q.strip_suffix('m') {
         Some(m) => parse(m),
         None => Ok(parse(q)? * 1000.0),
@@ -216,7 +222,13 @@ fn explain_metrics_server(bed: &Bed, e: anyhow::Error) -> anyhow::Error {
     );
     let logs = run(
         &k,
-        &["logs", "-n", "kube-system", "deployment/metrics-server", "--tail=40"],
+        &[
+            "logs",
+            "-n",
+            "kube-system",
+            "deployment/metrics-server",
+            "--tail=40",
+        ],
     );
     e.context(format!(
         "pods:\n{pods}\nAPIService:\n{api}\nmetrics-server log:\n{logs}"

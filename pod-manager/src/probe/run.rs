@@ -157,7 +157,11 @@ impl Scheme {
     /// As upstream reads it: lowercased, HTTP when unset. The API server admits only
     /// HTTP and HTTPS; anything else fails as Go's HTTP client fails it.
     pub fn of(http: &HTTPGetAction) -> Result<Scheme, String> {
-        let scheme = http.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
+        let scheme = http
+            .scheme
+            .as_deref()
+            .unwrap_or("HTTP")
+            .to_ascii_lowercase();
         match scheme.as_str() {
             "" | "http" => Ok(Scheme::Http),
             "https" => Ok(Scheme::Https),
@@ -438,8 +442,8 @@ mod tests {
     /// `status` to every request on one connection.
     async fn serve_tls_once(status: u16) -> u16 {
         let cert = rcgen::generate_simple_self_signed(vec!["example.invalid".into()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
-            .unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -495,7 +499,10 @@ mod tests {
         let of = |v: serde_json::Value| Scheme::of(&serde_json::from_value(v).unwrap());
         assert_eq!(of(json!({"port": 80})), Ok(Scheme::Http));
         assert_eq!(of(json!({"port": 80, "scheme": "HTTP"})), Ok(Scheme::Http));
-        assert_eq!(of(json!({"port": 80, "scheme": "https"})), Ok(Scheme::Https));
+        assert_eq!(
+            of(json!({"port": 80, "scheme": "https"})),
+            Ok(Scheme::Https)
+        );
         assert_eq!(
             of(json!({"port": 80, "scheme": "FTP"})),
             Err("unsupported protocol scheme \"ftp\"".into())
