@@ -154,6 +154,41 @@ fn top_checks(bed: &Bed, node: &GantryNode) -> Result<()> {
         (source - hog_bytes).abs() <= 4.0 * MIB,
         "memory-hog: kubectl top says {hog_memory} ({hog_bytes} bytes), the node's /metrics/resource {source} bytes for its container"
     );
+    kubelet_api_takes_the_service_account_token(&k, node)?;
+    Ok(())
+}
+
+/// What metrics-server relies on, seen directly: the node's kubelet API serves
+/// /metrics/resource to metrics-server's ServiceAccount token (TokenReview, then a
+/// SubjectAccessReview for nodes/metrics) and refuses the token of an account without
+/// that right (the namespace's `default`) with upstream's 403 message.
+fn kubelet_api_takes_the_service_account_token(k: &Kubectl, node: &GantryNode) -> Result<()> {
+    let url = format!("https://{}:{}/metrics/resource", node.address, node.port);
+    let get = |namespace: &str, account: &str| -> Result<(String, String)> {
+        let token = k.run(&["create", "token", account, "-n", namespace])?;
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {}", token.trim()))
+            .arg(&url)
+            .output()
+            .context("run curl")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+        Ok((code.to_string(), body.to_string()))
+    };
+    let (code, body) = get("kube-system", "metrics-server")?;
+    ensure!(
+        code == "200" && body.contains("container_memory_working_set_bytes{"),
+        "GET {url} as metrics-server: {code}\n{body}"
+    );
+    let (code, body) = get("default", "default")?;
+    ensure!(
+        code == "403"
+            && body.starts_with(
+                "Forbidden (user=system:serviceaccount:default:default, verb=get, resource=nodes, subresource(s)=[metrics])"
+            ),
+        "GET {url} as default/default: {code}\n{body}"
+    );
     Ok(())
 }
 
