@@ -3,7 +3,8 @@
 # is already installed or built for the pinned versions is reused.
 #   1. Debian packages: containerd, runc, CNI plugins, the distribution registry,
 #      skopeo/umoci, busybox-static, iptables, iproute2, openssl, protoc, ...
-#   2. Go-built tools from the modules pinned in e2e/tools/ (Kubernetes, etcd, cri-tools)
+#   2. Go-built tools from the modules pinned in e2e/tools/ (Kubernetes, etcd, cri-tools,
+#      metrics-server)
 #   3. Test images, built locally into the mirror's store (e2e/images/build.sh)
 #   4. The Rust workspace (gantry and the testbed command)
 set -euo pipefail

@@ -19,7 +19,9 @@
 #   - src/*.c compiled statically: /pause, the nginx and httpd stand-ins (a master process
 #     around `busybox httpd`), nonewprivs' setuid nnp;
 #   - upstream's agnhost test server (HTTP/HTTPS netexec, gRPC health checking, …), built
-#     from the pinned Kubernetes module by e2e/tools/build.sh, as /agnhost on the base.
+#     from the pinned Kubernetes module by e2e/tools/build.sh, as /agnhost on the base;
+#   - metrics-server, built from its Go module by e2e/tools/build.sh into $GANTRY_TOOLS/bin,
+#     alone in its image as upstream's distroless one (/metrics-server, user 65534).
 # Builds are reproducible (fixed mtimes, owners and order, gzip -n): the same inputs give
 # the same digests.
 #
@@ -29,7 +31,7 @@
 # The images are pushed through a temporary registry on a free 127.0.0.1 port, checked with
 # skopeo inspect, and the registry is stopped again. A stamp in DIR records the hash of this
 # folder and of the outside inputs; while it matches, the script only says so.
-# Needs: docker-registry, skopeo, gcc with glibc's static libc, GNU tar, gzip, jq, curl, ss,
+# Needs: e2e/tools/build.sh metrics-server run first; docker-registry, skopeo, gcc with glibc's static libc, GNU tar, gzip, jq, curl, ss,
 # flock, apt-get (the first time, for the busybox package).
 set -euo pipefail
 umask 022
@@ -65,6 +67,12 @@ storage=${storage:-$tools/registry}
 deb=$tools/debs/busybox_amd64.deb
 agnhost=$tools/bin/agnhost
 [ -x "$agnhost" ] || { echo "images: $agnhost is missing: run e2e/tools/build.sh first" >&2; exit 1; }
+metrics_server=$tools/bin/metrics-server
+metrics_server_version=$(cat "$repo/e2e/tools/metrics-server/VERSION")
+if [ ! -x "$metrics_server" ]; then
+  echo "images: $metrics_server is missing: run e2e/tools/build.sh metrics-server first" >&2
+  exit 1
+fi
 stamp=$storage/.gantry-images-stamp
 # The host's glibc, copied next to the dynamically linked busybox.
 glibc_libs=(/lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/libresolv.so.2)
@@ -73,7 +81,8 @@ glibc_libs=(/lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libc.so.6 /lib/x86
 key_of() {
   {
     (cd "$here" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-    sha256sum "$deb" "${glibc_libs[@]}" "$agnhost"
+    sha256sum "$deb" "${glibc_libs[@]}" "$agnhost" "$metrics_server"
+    echo "$metrics_server_version"
     gcc --version | head -n 1
   } | sha256sum | cut -c1-64
 }
@@ -267,6 +276,14 @@ for v in "${pause_versions[@]}"; do
   layer "pause-$v"
 done
 
+# metrics-server: the binary, and a /tmp for its self-signed serving certificate when the
+# pod mounts none there.
+root=$(rootfs metrics-server)
+mkdir -p "$root/tmp"
+chmod 1777 "$root/tmp"
+install -m 0755 "$metrics_server" "$root/metrics-server"
+layer metrics-server
+
 # test-image-predefined-group: as upstream's `adduser -u 1000 -D default-user &&
 # addgroup -g 50000 group-defined-in-image && addgroup default-user group-defined-in-image`.
 root=$(rootfs predefined-group)
@@ -345,6 +362,7 @@ image predefined-group "{$sh_cmd,\"User\":\"1000\"}" base predefined-group
 for v in "${busybox_variants[@]}"; do
   image "busybox-$v" "{$sh_cmd}" base "variant-$v"
 done
+image metrics-server '{"Entrypoint":["/metrics-server"],"User":"65534","WorkingDir":"/"}' metrics-server
 
 printf '%s\n' "${index_entries[@]}" | jq -sc '{schemaVersion: 2, manifests: .}' >"$layout/index.json"
 
@@ -443,6 +461,9 @@ push predefined-group $cri/test-image-predefined-group:latest
 for v in "${busybox_variants[@]}"; do # critest -benchmark's image listing
   push "busybox-$v" "public.ecr.aws/docker/library/busybox:$v"
 done
+# metrics-server for `kubectl top` (manifests/demo/metrics-server.yaml), under the name
+# of upstream's release image.
+push metrics-server "registry.k8s.io/metrics-server/metrics-server:$metrics_server_version"
 stop_registry
 
 # Drop what earlier builds left untagged (the registry must not be serving writes).

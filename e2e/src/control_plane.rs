@@ -111,6 +111,24 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
             &p(&pki.apiserver_kubelet_client.key),
         ])
         .args(["--kubelet-preferred-address-types", "InternalIP,Hostname"])
+        // The aggregation layer, as kubeadm configures it: the aggregator proxies to
+        // extension API servers (metrics-server) with the front-proxy client certificate
+        // and the user in X-Remote-* headers. With no kube-proxy in the bed, it dials the
+        // endpoint addresses of an APIService's Service itself.
+        .args([
+            "--requestheader-client-ca-file",
+            &p(&pki.front_proxy_ca.cert),
+        ])
+        .args([
+            "--requestheader-allowed-names",
+            pki::FRONT_PROXY_CLIENT_USER,
+        ])
+        .args(["--requestheader-username-headers", "X-Remote-User"])
+        .args(["--requestheader-group-headers", "X-Remote-Group"])
+        .args(["--requestheader-extra-headers-prefix", "X-Remote-Extra-"])
+        .args(["--proxy-client-cert-file", &p(&pki.front_proxy_client.cert)])
+        .args(["--proxy-client-key-file", &p(&pki.front_proxy_client.key)])
+        .arg("--enable-aggregator-routing=true")
         .args([
             "--service-account-issuer",
             "https://kubernetes.default.svc.cluster.local",
@@ -151,8 +169,8 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
 
     let token = bootstrap_token()?;
     kubectl
-        .apply_yaml(&bootstrap_objects(&token))
-        .context("create the bootstrap token and the node RBAC bindings")?;
+        .apply_yaml(&(bootstrap_objects(&token) + &apiserver_address_config_map(api_port)))
+        .context("create the bootstrap token, the node RBAC bindings and the apiserver address")?;
     let bootstrap_kubeconfig = dir.join("bootstrap.kubeconfig");
     kubeconfig::write(
         &bootstrap_kubeconfig,
@@ -268,6 +286,18 @@ fn component(tool: &str, kubeconfig: &Path, port: u16) -> Result<Command> {
     ])
     .arg("--leader-elect=false");
     Ok(cmd)
+}
+
+/// Where the apiserver listens, for pods on the host network (metrics-server): pods in the
+/// pod network cannot reach it, since it listens on loopback and the `kubernetes` service
+/// address leads nowhere without kube-proxy. A Deployment reads it into
+/// KUBERNETES_SERVICE_HOST/PORT, which override the service's variables.
+pub const APISERVER_ADDRESS_CONFIG_MAP: &str = "gantry-e2e-apiserver";
+
+fn apiserver_address_config_map(port: u16) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {APISERVER_ADDRESS_CONFIG_MAP}\n  namespace: kube-system\ndata:\n  host: 127.0.0.1\n  port: \"{port}\"\n"
+    )
 }
 
 /// A bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}` from the kernel's random source.

@@ -1,7 +1,9 @@
 //! The bed's PKI, as a kubeadm cluster has it: one CA signs the apiserver's serving
 //! certificate and every client certificate (CN = user, O = group), and also signs the
 //! node client certificates that the controller-manager issues during TLS bootstrap. A
-//! separate key pair signs service-account tokens.
+//! separate key pair signs service-account tokens. As kubeadm, a second CA (front-proxy-ca)
+//! signs only the client certificate the apiserver's aggregator presents to extension API
+//! servers (metrics-server), which trust it through --requestheader-client-ca-file.
 
 use std::fs;
 use std::net::IpAddr;
@@ -44,11 +46,17 @@ pub struct Pki {
     pub scheduler: CertFiles,
     pub service_account_key: PathBuf,
     pub service_account_pub: PathBuf,
+    /// The CA extension API servers trust for requests the aggregator proxies.
+    pub front_proxy_ca: CertFiles,
+    /// The aggregator's client certificate (CN [`FRONT_PROXY_CLIENT_USER`]).
+    pub front_proxy_client: CertFiles,
 }
 
 /// The user names and groups the bed's clients authenticate as.
 pub const ADMIN_USER: &str = "kubernetes-admin";
 pub const APISERVER_KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+/// kubeadm's name for the aggregator's client certificate (--requestheader-allowed-names).
+pub const FRONT_PROXY_CLIENT_USER: &str = "front-proxy-client";
 
 impl Pki {
     /// Generates a fresh PKI in `dir`. `apiserver_ips` and `apiserver_names` become the
@@ -60,21 +68,7 @@ impl Pki {
     ) -> Result<Self> {
         fs::create_dir_all(dir)?;
         let ca = CertFiles::at(dir, "ca");
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "gantry-e2e-ca");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        set_validity(&mut ca_params, 3650);
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        write_pair(&ca, &ca_cert.pem(), &ca_key.serialize_pem())?;
-        let issuer = Issuer::new(ca_params, ca_key);
+        let issuer = certificate_authority(&ca, "gantry-e2e-ca")?;
 
         let mut sans: Vec<SanType> = apiserver_ips
             .iter()
@@ -121,6 +115,18 @@ impl Pki {
         write_secret(&service_account_key, &sa_key.serialize_pem())?;
         fs::write(&service_account_pub, sa_key.public_key_pem())?;
 
+        let front_proxy_ca = CertFiles::at(dir, "front-proxy-ca");
+        let front_proxy_issuer = certificate_authority(&front_proxy_ca, "front-proxy-ca")?;
+        let front_proxy_client = CertFiles::at(dir, "front-proxy-client");
+        leaf(
+            &front_proxy_client,
+            FRONT_PROXY_CLIENT_USER,
+            None,
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &front_proxy_issuer,
+        )?;
+
         Ok(Pki {
             dir: dir.to_path_buf(),
             ca,
@@ -131,8 +137,27 @@ impl Pki {
             scheduler,
             service_account_key,
             service_account_pub,
+            front_proxy_ca,
+            front_proxy_client,
         })
     }
+}
+
+/// A self-signed CA named `cn`, written to `files`; the issuer that signs with it.
+fn certificate_authority(files: &CertFiles, cn: &str) -> Result<Issuer<'static, KeyPair>> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut params, 3650);
+    let cert = params.self_signed(&key)?;
+    write_pair(files, &cert.pem(), &key.serialize_pem())?;
+    Ok(Issuer::new(params, key))
 }
 
 fn set_validity(params: &mut CertificateParams, days: i64) {

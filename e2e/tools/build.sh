@@ -4,12 +4,13 @@
 #               and agnhost (upstream's e2e test server, for e2e/images)
 #   etcd:       etcd
 #   cri-tools:  crictl, critest
+#   metrics-server: metrics-server (packed into the bed's image by e2e/images/build.sh)
 # Outputs go to $GANTRY_TOOLS (default /var/cache/gantry/tools, shared by every clone on
 # the machine so a fresh clone reuses them), reachable from the repo as the git-ignored
 # link .tools. A component is rebuilt only when its go.mod, go.sum, VERSION, this script
 # or the Go version changed.
 #
-# Usage: build.sh [kubernetes|etcd|cri-tools ...]   (no argument: all of them)
+# Usage: build.sh [kubernetes|etcd|cri-tools|metrics-server ...]   (no argument: all of them)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -34,6 +35,7 @@ outputs_of() {
     kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl agnhost ;;
     etcd) echo etcd ;;
     cri-tools) echo crictl critest ;;
+    metrics-server) echo metrics-server ;;
     *) echo "unknown component: $1" >&2; return 1 ;;
   esac
 }
@@ -74,8 +76,17 @@ build_cri_tools() {
     go test -c -trimpath -ldflags "$ldflags" -o "$bin/critest" sigs.k8s.io/cri-tools/cmd/critest)
 }
 
+# metrics-server stamps its version as its Makefile does, through client-go's version package.
+build_metrics_server() {
+  local v ldflags pkg=k8s.io/client-go/pkg/version
+  v=$(cat "$here/metrics-server/VERSION")
+  ldflags="-s -w -X $pkg.gitVersion=$v -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  (cd "$here/metrics-server" &&
+    go build -trimpath -ldflags "$ldflags" -o "$bin/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server)
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(kubernetes etcd cri-tools)
+[ ${#components[@]} -gt 0 ] || components=(kubernetes etcd cri-tools metrics-server)
 for c in "${components[@]}"; do
   outputs_of "$c" >/dev/null
   if up_to_date "$c"; then
