@@ -40,6 +40,9 @@ pub enum Runtime<'a> {
 /// for the upstream kubelet and `gantry node`): cgroupfs under the node's cgroup root,
 /// the node's bridge address, free ports, webhook authentication and authorization
 /// with the bed's CA, the bed's cluster DNS, logs under the node's directory.
+/// The bed nodes' evictionHard memory.available (upstream's default).
+pub const EVICTION_HARD_MEMORY: &str = "100Mi";
+
 pub fn kubelet_config(
     bed: &Bed,
     net: &network::NodeNetwork,
@@ -78,7 +81,7 @@ pub fn kubelet_config(
         // DiskPressure and turn pods away. The bed's nodes evict only when the disk is
         // really full; memory keeps upstream's default.
         "evictionHard": {
-            "memory.available": "100Mi",
+            "memory.available": EVICTION_HARD_MEMORY,
             "nodefs.available": "1%",
             "nodefs.inodesFree": "1%",
             "imagefs.available": "1%",

@@ -157,6 +157,22 @@ fn node_allocatable_cgroup_is_capacity_minus_reserved(
         got == "2",
         "besteffort cpu.shares {got}, want 2 (MinShares)"
     );
+    // The Node's allocatable (what the scheduler fits pods into) also keeps the hard
+    // eviction threshold back: the bed's evictionHard memory.available.
+    let hard_memory = bytes(gantry_e2e::reference_node::EVICTION_HARD_MEMORY)?;
+    let allocatable_cpu = milli(n["status"]["allocatable"]["cpu"].as_str().unwrap_or_default())?;
+    let allocatable_memory = bytes(
+        n["status"]["allocatable"]["memory"]
+            .as_str()
+            .unwrap_or_default(),
+    )?;
+    let want_memory = (memory_capacity - RESERVED_MEMORY - hard_memory) / 1024 * 1024;
+    ensure!(
+        allocatable_cpu == cpu_capacity - RESERVED_CPU_MILLI
+            && allocatable_memory == want_memory,
+        "Node allocatable cpu {allocatable_cpu}m memory {allocatable_memory}, want {}m and {want_memory}",
+        cpu_capacity - RESERVED_CPU_MILLI
+    );
     Ok(())
 }
 

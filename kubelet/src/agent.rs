@@ -17,7 +17,7 @@ use crate::bootstrap::{self, Credentials};
 use crate::cluster::{ApiCluster, LocalCluster};
 use crate::config::{parse_duration, KubeletConfiguration};
 use crate::events::Recorder;
-use crate::eviction::{self, thresholds::Thresholds};
+use crate::eviction::{self, thresholds::Signal, thresholds::Thresholds};
 use crate::machine::Machine;
 use crate::node::{NodeAgent, NodeSpec};
 use crate::rate_limit::RateLimiter;
@@ -80,6 +80,7 @@ pub async fn run(
     // Validated with the configuration: this cannot fail here.
     let thresholds = Thresholds::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
     let pressure = eviction::Pressure::default();
+    let machine = Machine::read(&opts.root_dir);
     let agent = NodeAgent {
         spec: NodeSpec {
             name: opts.node_name.clone(),
@@ -92,10 +93,11 @@ pub async fn run(
                 .unwrap_or(std::time::Duration::from_secs(10)),
             report_every: parse_duration(&config.node_status_report_frequency)
                 .unwrap_or(std::time::Duration::from_secs(300)),
+            reserved: node_reserved(config, &machine, &thresholds),
         },
         client: client.clone(),
         cri: cri.clone(),
-        machine: Machine::read(&opts.root_dir),
+        machine: machine.clone(),
         events: events.clone(),
         pressure: pressure.clone(),
     };
@@ -227,8 +229,49 @@ fn rotate_logs(config: &KubeletConfiguration, opts: &Options, cri: &gantry_pod_m
     ));
 }
 
+/// upstream's node allocatable reservation: systemReserved plus kubeReserved, plus the
+/// hard eviction thresholds of memory.available and nodefs.available.
+fn node_reserved(
+    config: &KubeletConfiguration,
+    machine: &Machine,
+    thresholds: &Thresholds,
+) -> crate::node::Reserved {
+    use gantry_pod_manager::spec::quantity::Quantity as Q;
+    let reserved = |name: &str, milli: bool| -> i64 {
+        [&config.system_reserved, &config.kube_reserved]
+            .iter()
+            .filter_map(|m| m.get(name))
+            .filter_map(|v| Q::parse(v).ok())
+            .map(|q| if milli { q.milli_value() } else { q.value() })
+            .sum()
+    };
+    let hard = |signal: Signal, capacity: i64| -> i64 {
+        thresholds
+            .thresholds
+            .iter()
+            .filter(|t| t.signal == signal && t.is_hard())
+            .map(|t| t.value.quantity(capacity).value)
+            .max()
+            .unwrap_or(0)
+    };
+    crate::node::Reserved {
+        cpu_millis: reserved("cpu", true),
+        memory: reserved("memory", false)
+            + hard(Signal::MemoryAvailable, machine.memory_bytes as i64),
+        ephemeral_storage: reserved("ephemeral-storage", false)
+            + hard(Signal::NodeFsAvailable, machine.ephemeral_storage_bytes as i64),
+    }
+}
+
 /// What the node contributes to every pod's configs.
 fn node_context(config: &KubeletConfiguration, opts: &Options, machine: &Machine) -> NodeContext {
+    let (cpu, memory, storage) = Thresholds::from_config(config)
+        .map(|t| node_reserved(config, machine, &t).allocatable(machine))
+        .unwrap_or((
+            machine.cpus as i64 * 1000,
+            machine.memory_bytes as i64,
+            machine.ephemeral_storage_bytes as i64,
+        ));
     NodeContext {
         node_name: opts.node_name.clone(),
         node_ips: vec![opts.node_ip.clone()],
@@ -239,9 +282,9 @@ fn node_context(config: &KubeletConfiguration, opts: &Options, machine: &Machine
         volumes_root: opts.root_dir.to_string_lossy().into_owned(),
         cgroup_parent: gantry_pod_manager::pod_cgroups::kubepods_name(&config.cgroup_root),
         cgroups_per_qos: config.cgroups_per_qos,
-        allocatable_cpu_millis: machine.cpus as i64 * 1000,
-        allocatable_memory: machine.memory_bytes as i64,
-        allocatable_ephemeral_storage: machine.ephemeral_storage_bytes as i64,
+        allocatable_cpu_millis: cpu,
+        allocatable_memory: memory,
+        allocatable_ephemeral_storage: storage,
         memory_capacity: machine.memory_bytes as i64,
         resolv_conf_disabled: config.resolv_conf.is_empty(),
         seccomp_profile_root: opts.root_dir.join("seccomp").to_string_lossy().into_owned(),

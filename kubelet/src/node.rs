@@ -39,6 +39,29 @@ pub struct NodeSpec {
     pub lease_duration_seconds: u32,
     pub update_every: Duration,
     pub report_every: Duration,
+    /// What allocatable keeps back from capacity.
+    pub reserved: Reserved,
+}
+
+/// What upstream's node allocatable subtracts from capacity: systemReserved,
+/// kubeReserved and the hard eviction thresholds (memory.available for memory,
+/// nodefs.available for ephemeral storage).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reserved {
+    pub cpu_millis: i64,
+    pub memory: i64,
+    pub ephemeral_storage: i64,
+}
+
+impl Reserved {
+    /// Allocatable CPU (millicores), memory and ephemeral storage (bytes) of a machine.
+    pub fn allocatable(&self, m: &Machine) -> (i64, i64, i64) {
+        (
+            (m.cpus as i64 * 1000 - self.cpu_millis).max(0),
+            (m.memory_bytes as i64 - self.memory).max(0),
+            (m.ephemeral_storage_bytes as i64 - self.ephemeral_storage).max(0),
+        )
+    }
 }
 
 pub struct NodeAgent {
@@ -191,18 +214,29 @@ impl NodeAgent {
             }
         };
         let m = &self.machine;
-        let resources = BTreeMap::from([
-            ("cpu".to_string(), Quantity(m.cpus.to_string())),
-            (
-                "memory".to_string(),
-                Quantity(format!("{}Ki", m.memory_bytes / 1024)),
-            ),
-            (
-                "ephemeral-storage".to_string(),
-                Quantity(format!("{}Ki", m.ephemeral_storage_bytes / 1024)),
-            ),
-            ("pods".to_string(), Quantity(self.spec.max_pods.to_string())),
-        ]);
+        let list = |cpu_millis: i64, memory: i64, storage: i64| {
+            let cpu = if cpu_millis % 1000 == 0 {
+                (cpu_millis / 1000).to_string()
+            } else {
+                format!("{cpu_millis}m")
+            };
+            BTreeMap::from([
+                ("cpu".to_string(), Quantity(cpu)),
+                ("memory".to_string(), Quantity(format!("{}Ki", memory / 1024))),
+                (
+                    "ephemeral-storage".to_string(),
+                    Quantity(format!("{}Ki", storage / 1024)),
+                ),
+                ("pods".to_string(), Quantity(self.spec.max_pods.to_string())),
+            ])
+        };
+        let capacity = list(
+            m.cpus as i64 * 1000,
+            m.memory_bytes as i64,
+            m.ephemeral_storage_bytes as i64,
+        );
+        let (cpu, memory, storage) = self.spec.reserved.allocatable(m);
+        let allocatable = list(cpu, memory, storage);
         NodeStatus {
             addresses: Some(vec![
                 NodeAddress {
@@ -214,8 +248,8 @@ impl NodeAgent {
                     address: self.spec.name.clone(),
                 },
             ]),
-            capacity: Some(resources.clone()),
-            allocatable: Some(resources),
+            capacity: Some(capacity),
+            allocatable: Some(allocatable),
             conditions: Some({
                 // upstream's nodestatus setters MemoryPressureCondition,
                 // DiskPressureCondition and PIDPressureCondition.
