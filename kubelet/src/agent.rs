@@ -48,6 +48,10 @@ pub async fn run(
         );
     }
     let stop = Stop::new(shutdown);
+    crate::metrics::register_node(
+        &opts.node_name,
+        config.container_runtime_endpoint.is_empty(),
+    );
     let cri = if config.container_runtime_endpoint.is_empty() {
         runtime::embedded(&opts.cri, stop.clone()).await?
     } else {

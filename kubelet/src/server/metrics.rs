@@ -1,6 +1,8 @@
-//! Prometheus text exposition: /metrics with upstream's kubelet_running_pods and
-//! kubelet_running_containers computed from the runtime at scrape time, and
-//! /metrics/resource (what metrics-server and `kubectl top` read) from the summary.
+//! Prometheus text exposition: /metrics shows the process's default registry (the
+//! kubelet's, the pod manager's and the embedded CRI's metrics, and process_*), with
+//! kubelet_running_pods and kubelet_running_containers set from the runtime at scrape
+//! time; /metrics/resource (what metrics-server and `kubectl top` read) comes from
+//! the summary.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -43,12 +45,18 @@ pub async fn kubelet_metrics(backend: &Backend) -> Result<String, ApiError> {
         .list_containers(None)
         .await
         .map_err(|e| ApiError::from_cri("list containers", &e))?;
-    Ok(render_kubelet(&sandboxes, &containers))
+    set_running(crate::metrics::global(), &sandboxes, &containers);
+    Ok(gantry_cri::metrics::render_default())
 }
 
 /// Pods count once however many ready sandboxes they have (by UID), as upstream
-/// counts pods "that have a running pod sandbox".
-fn render_kubelet(sandboxes: &[api::PodSandbox], containers: &[api::Container]) -> String {
+/// counts pods "that have a running pod sandbox"; containers by state, every state
+/// shown.
+fn set_running(
+    m: &crate::metrics::KubeletMetrics,
+    sandboxes: &[api::PodSandbox],
+    containers: &[api::Container],
+) {
     let ready = api::PodSandboxState::SandboxReady as i32;
     let running_pods: std::collections::BTreeSet<String> = sandboxes
         .iter()
@@ -66,23 +74,12 @@ fn render_kubelet(sandboxes: &[api::PodSandbox], containers: &[api::Container]) 
     for c in containers {
         *by_state.entry(state_label(c.state)).or_default() += 1;
     }
-    let mut out = String::new();
-    out.push_str(
-        "# HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod sandbox\n",
-    );
-    out.push_str("# TYPE kubelet_running_pods gauge\n");
-    let _ = writeln!(out, "kubelet_running_pods {}", running_pods.len());
-    out.push_str(
-        "# HELP kubelet_running_containers [ALPHA] Number of containers currently running\n",
-    );
-    out.push_str("# TYPE kubelet_running_containers gauge\n");
+    m.running_pods.set(running_pods.len() as f64);
     for (state, n) in by_state {
-        let _ = writeln!(
-            out,
-            "kubelet_running_containers{{container_state=\"{state}\"}} {n}"
-        );
+        m.running_containers
+            .with_label_values(&[state])
+            .set(n as f64);
     }
-    out
 }
 
 /// Label values escaped as the text format requires.
@@ -308,7 +305,10 @@ mod tests {
     #[test]
     fn running_pods_and_containers_by_state() {
         use api::ContainerState::*;
-        let text = render_kubelet(
+        let registry = prometheus::Registry::new();
+        let m = crate::metrics::KubeletMetrics::new(&registry).unwrap();
+        set_running(
+            &m,
             &[sandbox("a", true), sandbox("b", true), sandbox("c", false)],
             &[
                 container(ContainerRunning),
@@ -316,11 +316,18 @@ mod tests {
                 container(ContainerExited),
             ],
         );
+        let mut buf = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut buf)
+            .unwrap();
+        let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("\nkubelet_running_pods 2\n"), "{text}");
         assert!(text.contains("kubelet_running_containers{container_state=\"running\"} 2\n"));
         assert!(text.contains("kubelet_running_containers{container_state=\"exited\"} 1\n"));
         assert!(text.contains("kubelet_running_containers{container_state=\"created\"} 0\n"));
         assert!(text.contains("# TYPE kubelet_running_pods gauge\n"));
+        assert!(text.contains(
+            "# HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod sandbox\n"
+        ));
     }
 
     #[test]
