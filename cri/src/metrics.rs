@@ -116,9 +116,9 @@ pub async fn serve(
                         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
                         .body(Full::new(bytes::Bytes::from(render_default())))
                 } else {
-                    http::Response::builder()
-                        .status(404)
-                        .body(Full::new(bytes::Bytes::from_static(b"404 page not found\n")))
+                    http::Response::builder().status(404).body(Full::new(
+                        bytes::Bytes::from_static(b"404 page not found\n"),
+                    ))
                 };
                 resp
             });

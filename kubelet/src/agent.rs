@@ -133,6 +133,9 @@ pub async fn run(
         kube: client.get(),
         node_name: opts.node_name.clone(),
         pods: Arc::new(move || manager.pods()),
+        volumes_root: Some(opts.root_dir.clone()),
+        volume_stats_every: parse_duration(&config.volume_stats_agg_period)
+            .unwrap_or(std::time::Duration::from_secs(60)),
     };
     let serving = tokio::spawn(server::serve(api, backend, stop.wait()));
 

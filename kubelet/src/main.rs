@@ -19,6 +19,7 @@ mod runtime;
 mod server;
 mod static_pods;
 mod volume_sources;
+mod volume_stats;
 
 use clap::{Args, Parser, Subcommand};
 use gantry_cri::CriConfig;

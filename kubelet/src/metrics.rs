@@ -97,7 +97,10 @@ mod tests {
         prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut buf)
             .unwrap();
         let text = String::from_utf8(buf).unwrap();
-        assert!(text.contains("# TYPE kubelet_evictions counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE kubelet_evictions counter\n"),
+            "{text}"
+        );
         assert!(
             text.contains("kubelet_evictions{eviction_signal=\"memory.available\"} 2\n"),
             "{text}"

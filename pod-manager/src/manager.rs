@@ -403,9 +403,11 @@ fn observe_startup(uid: &str, pod: &Pod) {
             .as_ref()
             .and_then(|s| s.host_network)
             .unwrap_or(false),
-        created: pod.metadata.creation_timestamp.as_ref().map(|t| {
-            std::time::SystemTime::from(t.0)
-        }),
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| std::time::SystemTime::from(t.0)),
     };
     let metrics = crate::metrics::PodMetrics::global();
     if let Some((sli, total, first)) = metrics.startup.observed_on_watch(

@@ -185,7 +185,9 @@ impl PodMetrics {
 /// and image services): every call counts, failed ones count as errors too.
 impl gantry_cri::observe::Observer for PodMetrics {
     fn observe(&self, operation: &str, code: Code, elapsed: Duration) {
-        self.runtime_operations.with_label_values(&[operation]).inc();
+        self.runtime_operations
+            .with_label_values(&[operation])
+            .inc();
         self.runtime_operations_duration
             .with_label_values(&[operation])
             .observe(elapsed.as_secs_f64());
@@ -319,17 +321,26 @@ mod tests {
         let t = StartupTracker::default();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1010);
         let mono = Instant::now();
-        assert_eq!(t.observed_on_watch(&watched("a", false, false), now, mono), None);
+        assert_eq!(
+            t.observed_on_watch(&watched("a", false, false), now, mono),
+            None
+        );
         t.started_pulling("a", mono);
         t.finished_pulling("a", mono + Duration::from_secs(4));
         // The watch shows it running before the node said so: not yet.
-        assert_eq!(t.observed_on_watch(&watched("a", true, true), now, mono), None);
+        assert_eq!(
+            t.observed_on_watch(&watched("a", true, true), now, mono),
+            None
+        );
         t.status_all_running("a");
         let (sli, total, first) = t
             .observed_on_watch(&watched("a", true, true), now, mono)
             .unwrap();
         assert_eq!((sli, total, first), (6.0, 10.0, "true"));
-        assert_eq!(t.observed_on_watch(&watched("a", true, true), now, mono), None);
+        assert_eq!(
+            t.observed_on_watch(&watched("a", true, true), now, mono),
+            None
+        );
     }
 
     #[test]
@@ -339,7 +350,10 @@ mod tests {
         let mono = Instant::now();
         t.observed_on_watch(&watched("b", true, true), now, mono);
         t.status_all_running("b");
-        assert_eq!(t.observed_on_watch(&watched("b", true, true), now, mono), None);
+        assert_eq!(
+            t.observed_on_watch(&watched("b", true, true), now, mono),
+            None
+        );
     }
 
     #[test]
@@ -351,7 +365,11 @@ mod tests {
         for uid in ["a", "b"] {
             t.observed_on_watch(&watched(uid, false, false), now, mono);
             t.status_all_running(uid);
-            labels.push(t.observed_on_watch(&watched(uid, true, true), now, mono).unwrap().2);
+            labels.push(
+                t.observed_on_watch(&watched(uid, true, true), now, mono)
+                    .unwrap()
+                    .2,
+            );
         }
         assert_eq!(labels, ["true", ""]);
     }
@@ -364,9 +382,24 @@ mod tests {
         m.observe("run_podsandbox", Code::Ok, Duration::from_millis(20));
         m.observe("run_podsandbox", Code::Unknown, Duration::from_millis(20));
         m.observe("container_status", Code::Ok, Duration::from_millis(1));
-        assert_eq!(m.runtime_operations.with_label_values(&["run_podsandbox"]).get(), 2.0);
-        assert_eq!(m.runtime_operations_errors.with_label_values(&["run_podsandbox"]).get(), 1.0);
-        assert_eq!(m.runtime_operations_errors.with_label_values(&["container_status"]).get(), 0.0);
+        assert_eq!(
+            m.runtime_operations
+                .with_label_values(&["run_podsandbox"])
+                .get(),
+            2.0
+        );
+        assert_eq!(
+            m.runtime_operations_errors
+                .with_label_values(&["run_podsandbox"])
+                .get(),
+            1.0
+        );
+        assert_eq!(
+            m.runtime_operations_errors
+                .with_label_values(&["container_status"])
+                .get(),
+            0.0
+        );
         assert_eq!(
             m.runtime_operations_duration
                 .with_label_values(&["container_status"])

@@ -87,9 +87,8 @@ impl Cri {
                     ))
                 }
             }));
-        let service = BoxCloneSyncService::new(observed(
-            channel.map_err(|e| TransportError(e.into())),
-        ));
+        let service =
+            BoxCloneSyncService::new(observed(channel.map_err(|e| TransportError(e.into()))));
         Ok(Cri::over(service.clone(), service, endpoint))
     }
 

@@ -317,8 +317,12 @@ mod tests {
             ],
         );
         let mut buf = Vec::new();
-        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut buf)
-            .unwrap();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut buf,
+        )
+        .unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("\nkubelet_running_pods 2\n"), "{text}");
         assert!(text.contains("kubelet_running_containers{container_state=\"running\"} 2\n"));
@@ -369,6 +373,7 @@ mod tests {
                 memory: None,
                 network: None,
                 process_stats: None,
+                volumes: Vec::new(),
             }],
         };
         let text = render_resource(&s);

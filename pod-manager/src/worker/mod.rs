@@ -176,11 +176,13 @@ impl<C: Cluster> Worker<C> {
     /// tells the startup latency tracker once every container runs.
     fn observe_start(&mut self, pod: &Pod, status: &k8s_openapi::api::core::v1::PodStatus) {
         let metrics = crate::metrics::PodMetrics::global();
-        let before = self.last_phase.take().or_else(|| {
-            pod.status.as_ref().and_then(|s| s.phase.clone())
-        });
+        let before = self
+            .last_phase
+            .take()
+            .or_else(|| pod.status.as_ref().and_then(|s| s.phase.clone()));
         let now = status.phase.clone();
-        if matches!(before.as_deref(), None | Some("Pending")) && now.as_deref() == Some("Running") {
+        if matches!(before.as_deref(), None | Some("Pending")) && now.as_deref() == Some("Running")
+        {
             metrics
                 .pod_start_duration
                 .observe(self.first_seen.elapsed().as_secs_f64());
@@ -599,7 +601,10 @@ impl<C: Cluster> Worker<C> {
             Ok(r) => r,
             Err(retry) => {
                 let reason = self.waiting.get(&c.name).map(|w| w.0.clone());
-                return (Some(retry), Some(reason.unwrap_or_else(|| "ErrImagePull".into())));
+                return (
+                    Some(retry),
+                    Some(reason.unwrap_or_else(|| "ErrImagePull".into())),
+                );
             }
         };
         let refs = spec::referenced_sources(pod);
