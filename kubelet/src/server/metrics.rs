@@ -13,7 +13,7 @@ use http::Response;
 use time::OffsetDateTime;
 
 use super::reply::{full, ApiError, Body};
-use super::summary::Summary;
+use super::summary::{FsStats, PvcReference, Summary, SummaryProvider, VolumeStats};
 use super::Backend;
 
 const CONTENT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -35,7 +35,10 @@ fn state_label(state: i32) -> &'static str {
     }
 }
 
-pub async fn kubelet_metrics(backend: &Backend) -> Result<String, ApiError> {
+pub async fn kubelet_metrics(
+    backend: &Backend,
+    summary: &SummaryProvider,
+) -> Result<String, ApiError> {
     let cri = backend.cri_calls();
     let sandboxes = cri
         .list_pod_sandbox(None)
@@ -46,7 +49,79 @@ pub async fn kubelet_metrics(backend: &Backend) -> Result<String, ApiError> {
         .await
         .map_err(|e| ApiError::from_cri("list containers", &e))?;
     set_running(crate::metrics::global(), &sandboxes, &containers);
-    Ok(gantry_cri::metrics::render_default())
+    let volumes: Vec<VolumeStats> = (backend.pods)()
+        .iter()
+        .filter_map(|p| Some(summary.volumes(backend, p, p.metadata.uid.as_deref()?)))
+        .flatten()
+        .collect();
+    let mut text = gantry_cri::metrics::render_default();
+    text.push_str(&render_volume_stats(&volumes));
+    Ok(text)
+}
+
+/// Upstream's kubelet_volume_stats_* gauges (its volume stats collector): one series
+/// per PVC, labelled by the claim's namespace and name, once its usage has been
+/// walked. Volumes without a claim have none.
+fn render_volume_stats(volumes: &[VolumeStats]) -> String {
+    type Field = fn(&FsStats) -> Option<u64>;
+    let families: [(&str, &str, Field); 6] = [
+        (
+            "kubelet_volume_stats_available_bytes",
+            "Number of available bytes in the volume",
+            |f| f.available_bytes,
+        ),
+        (
+            "kubelet_volume_stats_capacity_bytes",
+            "Capacity in bytes of the volume",
+            |f| f.capacity_bytes,
+        ),
+        (
+            "kubelet_volume_stats_inodes",
+            "Maximum number of inodes in the volume",
+            |f| f.inodes,
+        ),
+        (
+            "kubelet_volume_stats_inodes_free",
+            "Number of free inodes in the volume",
+            |f| f.inodes_free,
+        ),
+        (
+            "kubelet_volume_stats_inodes_used",
+            "Number of used inodes in the volume",
+            |f| f.inodes_used,
+        ),
+        (
+            "kubelet_volume_stats_used_bytes",
+            "Number of used bytes in the volume",
+            |f| f.used_bytes,
+        ),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    let claims: Vec<(&PvcReference, &FsStats)> = volumes
+        .iter()
+        .filter_map(|v| Some((v.pvc_ref.as_ref()?, &v.fs)))
+        .filter(|(_, fs)| fs.used_bytes.is_some() && fs.inodes_used.is_some())
+        .filter(|(c, _)| seen.insert((c.namespace.clone(), c.name.clone())))
+        .collect();
+    let mut out = String::new();
+    if claims.is_empty() {
+        return out;
+    }
+    for (name, help, field) in families {
+        let _ = writeln!(out, "# HELP {name} [ALPHA] {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (claim, fs) in &claims {
+            if let Some(v) = field(fs) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{namespace=\"{}\",persistentvolumeclaim=\"{}\"}} {v}",
+                    escape(&claim.namespace),
+                    escape(&claim.name)
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Pods count once however many ready sandboxes they have (by UID), as upstream
@@ -390,6 +465,50 @@ mod tests {
         );
         assert!(!text.contains("\nnode_memory_working_set_bytes "), "{text}");
         assert!(text.contains("\nresource_scrape_error 0\n"));
+    }
+
+    #[test]
+    fn volume_stats_cover_each_walked_claim_once() {
+        use super::super::summary::*;
+        let volume = |name: &str, claim: Option<&str>, walked: bool| VolumeStats {
+            fs: FsStats {
+                time: "t".into(),
+                available_bytes: Some(700),
+                capacity_bytes: Some(1000),
+                used_bytes: walked.then_some(300),
+                inodes_free: Some(90),
+                inodes: Some(100),
+                inodes_used: walked.then_some(10),
+            },
+            name: name.into(),
+            pvc_ref: claim.map(|c| PvcReference {
+                name: c.into(),
+                namespace: "ns".into(),
+            }),
+        };
+        let text = render_volume_stats(&[
+            volume("data", Some("claim-a"), true),
+            volume("again", Some("claim-a"), true),
+            volume("scratch", None, true),
+            volume("fresh", Some("claim-b"), false),
+        ]);
+        assert!(
+            text.contains("# TYPE kubelet_volume_stats_used_bytes gauge\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "kubelet_volume_stats_used_bytes{namespace=\"ns\",persistentvolumeclaim=\"claim-a\"} 300\n"
+        ), "{text}");
+        assert!(text.contains(
+            "kubelet_volume_stats_capacity_bytes{namespace=\"ns\",persistentvolumeclaim=\"claim-a\"} 1000\n"
+        ), "{text}");
+        assert_eq!(
+            text.matches("kubelet_volume_stats_inodes_free{").count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains("claim-b"), "not walked yet: {text}");
+        assert!(render_volume_stats(&[volume("scratch", None, true)]).is_empty());
     }
 
     #[test]
