@@ -235,6 +235,82 @@ mod tests {
         }
     }
 
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<(String, Code)>>);
+
+    impl Observer for Seen {
+        fn observe(&self, operation: &str, code: Code, _: Duration) {
+            self.0.lock().unwrap().push((operation.to_string(), code));
+        }
+    }
+
+    /// A server answering the way tonic does: a success with grpc-status 0 in the
+    /// trailers after the message, an error as a trailers-only answer.
+    fn server(
+        req: http::Request<Body>,
+    ) -> std::future::Ready<Result<http::Response<Body>, std::convert::Infallible>> {
+        use http_body_util::{BodyExt, StreamBody};
+        let resp = if req.uri().path().ends_with("/ContainerStatus") {
+            http::Response::builder()
+                .header("grpc-status", "5")
+                .body(Body::empty())
+                .unwrap()
+        } else {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let frames: Vec<Result<Frame<Bytes>, tonic::Status>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let body = StreamBody::new(futures::stream::iter(frames)).boxed_unsync();
+            http::Response::new(Body::new(body))
+        };
+        std::future::ready(Ok(resp))
+    }
+
+    async fn call(
+        svc: &mut Observed<
+            impl tower::Service<
+                    http::Request<Body>,
+                    Response = http::Response<Body>,
+                    Error = std::convert::Infallible,
+                    Future = impl Send + 'static,
+                > + Clone,
+        >,
+        path: &str,
+    ) {
+        use http_body_util::BodyExt;
+        use tower::{Service, ServiceExt};
+        let req = http::Request::builder()
+            .uri(format!("http://x{path}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        let _ = resp.into_body().collect().await;
+    }
+
+    #[tokio::test]
+    async fn calls_are_recorded_once_with_the_status_of_trailers_or_headers() {
+        let seen = Arc::new(Seen::default());
+        let mut svc = Observed::new(tower::service_fn(server), seen.clone());
+        call(&mut svc, "/runtime.v1.RuntimeService/RunPodSandbox").await;
+        call(&mut svc, "/runtime.v1.RuntimeService/ContainerStatus").await;
+        // A caller that drops the answer unread cancelled the call.
+        let req = http::Request::builder()
+            .uri("http://x/runtime.v1.ImageService/PullImage")
+            .body(Body::empty())
+            .unwrap();
+        drop(tower::Service::call(&mut svc, req).await.unwrap());
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [
+                ("run_podsandbox".to_string(), Code::Ok),
+                ("container_status".to_string(), Code::NotFound),
+                ("pull_image".to_string(), Code::Cancelled),
+            ]
+        );
+    }
+
     #[test]
     fn codes_are_named_as_go_names_them() {
         assert_eq!(code_name(Code::Cancelled), "Canceled");
