@@ -30,6 +30,8 @@ pub mod hosts;
 pub mod image_pull;
 pub mod images;
 pub mod infra;
+pub mod metrics;
+pub mod observe;
 pub mod oci_spec;
 pub mod runtime;
 pub mod sandbox;

@@ -18,6 +18,8 @@ use crate::grpc::CriServer;
 use crate::hosts::RegistryHosts;
 use crate::image_pull::Puller;
 use crate::images::Images;
+use crate::metrics::CriMetrics;
+use crate::observe::Observed;
 use crate::runtime::Runtime;
 use crate::streaming::server::StreamingServer;
 
@@ -63,7 +65,11 @@ pub async fn serve(
     config: CriConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let stop = Stop::new(shutdown);
+    serve_until(config, Stop::new(shutdown)).await
+}
+
+/// As `serve`, until `stop`.
+pub async fn serve_until(config: CriConfig, stop: Stop) -> Result<()> {
     let server = start(&config, stop.clone()).await?;
     serve_socket(server, &config.listen, stop).await
 }
@@ -102,20 +108,28 @@ pub async fn start(config: &CriConfig, stop: Stop) -> Result<CriServer> {
     Ok(server)
 }
 
-/// The tonic services of `server`, with the message limits kubelets need.
+/// The tonic services of `server`, with the message limits kubelets need, measured
+/// by the `gantry_cri_` operation metrics (in-process and socket calls alike).
 pub fn services(
     server: CriServer,
 ) -> (
-    RuntimeServiceServer<CriServer>,
-    ImageServiceServer<CriServer>,
+    Observed<RuntimeServiceServer<CriServer>>,
+    Observed<ImageServiceServer<CriServer>>,
 ) {
+    let metrics = CriMetrics::global();
     (
-        RuntimeServiceServer::new(server.clone())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-        ImageServiceServer::new(server)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
+        Observed::new(
+            RuntimeServiceServer::new(server.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            metrics.clone(),
+        ),
+        Observed::new(
+            ImageServiceServer::new(server)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            metrics,
+        ),
     )
 }
 

@@ -82,7 +82,14 @@ pub fn start_tuned(
 /// `gantry node` on its embedded CRI inside a network namespace of its own, with the pod
 /// network and address of `placement`.
 pub fn start_in_netns(bed: &mut Bed, name: &str, placement: NetnsPlacement) -> Result<GantryNode> {
-    start_with(bed, name, NodeRuntime::Embedded, &[], Some(placement), &|_| {})
+    start_with(
+        bed,
+        name,
+        NodeRuntime::Embedded,
+        &[],
+        Some(placement),
+        &|_| {},
+    )
 }
 
 /// `gantry node` without any kubeconfig: standalone, running the static pods in

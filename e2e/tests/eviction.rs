@@ -233,6 +233,19 @@ spec:
         has_event("Node", n, "EvictionThresholdMet"),
         "no EvictionThresholdMet event on the node"
     );
+    // And /metrics counts it under its signal.
+    let metrics = k.run(&["get", "--raw", &format!("/api/v1/nodes/{n}/proxy/metrics")])?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l == r#"kubelet_evictions{eviction_signal="memory.available"} 1"#),
+        "/metrics does not count one memory.available eviction:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("evictions"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // With the hog's memory back, pressure clears after the transition period.
     let (_, why) = wait::until(

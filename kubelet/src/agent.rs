@@ -51,6 +51,10 @@ pub async fn run(
         );
     }
     let stop = Stop::new(shutdown);
+    crate::metrics::register_node(
+        &opts.node_name,
+        config.container_runtime_endpoint.is_empty(),
+    );
     let cri = if config.container_runtime_endpoint.is_empty() {
         runtime::embedded(&opts.cri, stop.clone()).await?
     } else {
@@ -127,18 +131,22 @@ pub async fn run(
     manager.set_admit_handler(eviction::admit_handler(pressure.clone()));
     tokio::spawn(manager.clone().watch_runtime());
     let pods_of = manager.clone();
+    let backend = server::Backend {
+        cri: cri.clone(),
+        kube: client.get(),
+        node_name: opts.node_name.clone(),
+        pods: Arc::new(move || pods_of.pods()),
+        volumes_root: Some(opts.root_dir.clone()),
+        volume_stats_every: parse_duration(&config.volume_stats_agg_period)
+            .unwrap_or(std::time::Duration::from_secs(60)),
+    };
     let image_gc = image_gc::SharedImageGc::new(config.image_gc_policy(), cri.clone());
     tokio::spawn(
         eviction::EvictionManager {
             config: thresholds,
             pressure,
             pods: manager.clone(),
-            backend: server::Backend {
-                cri: cri.clone(),
-                kube: client.get(),
-                node_name: opts.node_name.clone(),
-                pods: Arc::new(move || pods_of.pods()),
-            },
+            backend: backend.clone(),
             events: events.clone(),
             root_dir: opts.root_dir.clone(),
             reclaimer: Box::new(image_gc.clone()),
@@ -162,12 +170,6 @@ pub async fn run(
     rotate_logs(config, &opts, &cri);
     tokio::spawn(image_gc.run(Some(events.clone())));
     let api = api_server(config, &opts, &manager)?;
-    let backend = server::Backend {
-        cri: cri.clone(),
-        kube: client.get(),
-        node_name: opts.node_name.clone(),
-        pods: Arc::new(move || manager.pods()),
-    };
     let serving = tokio::spawn(server::serve(api, backend, stop.wait()));
 
     stop.wait().await;

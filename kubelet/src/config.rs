@@ -52,6 +52,8 @@ pub struct KubeletConfiguration {
     pub node_status_report_frequency: String,
     pub node_lease_duration_seconds: u32,
     pub sync_frequency: String,
+    /// How often a volume's usage is walked for the summary (upstream default 1m).
+    pub volume_stats_agg_period: String,
     pub serialize_image_pulls: bool,
     pub register_node: bool,
     pub provider_id: String,
@@ -146,6 +148,7 @@ impl Default for KubeletConfiguration {
             node_status_report_frequency: "5m".to_string(),
             node_lease_duration_seconds: 40,
             sync_frequency: "1m".to_string(),
+            volume_stats_agg_period: "1m".to_string(),
             serialize_image_pulls: true,
             register_node: true,
             provider_id: String::new(),
@@ -228,6 +231,7 @@ const TOP_FIELDS: &[&str] = &[
     "nodeStatusReportFrequency",
     "nodeLeaseDurationSeconds",
     "syncFrequency",
+    "volumeStatsAggPeriod",
     "serializeImagePulls",
     "registerNode",
     "providerID",
@@ -531,6 +535,7 @@ impl KubeletConfiguration {
                 "evictionPressureTransitionPeriod",
                 &self.eviction_pressure_transition_period,
             ),
+            ("volumeStatsAggPeriod", &self.volume_stats_agg_period),
         ] {
             if parse_duration(v).is_none() {
                 p.push(format!("{field} {v:?} is not a duration such as 10s or 5m"));

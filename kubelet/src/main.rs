@@ -12,6 +12,7 @@ mod events;
 mod eviction;
 mod image_gc;
 mod machine;
+mod metrics;
 mod node;
 mod node_stats;
 mod pod_source;
@@ -20,6 +21,7 @@ mod runtime;
 mod server;
 mod static_pods;
 mod volume_sources;
+mod volume_stats;
 
 use clap::{Args, Parser, Subcommand};
 use gantry_cri::CriConfig;
@@ -203,6 +205,10 @@ struct CriArgs {
     /// Cgroup parent of containers whose sandbox names none (cgroupfs path).
     #[arg(long, default_value = "/gantry")]
     default_cgroup_parent: String,
+    /// Serve the CRI's operation metrics (gantry_cri_*) and the process metrics in
+    /// plain HTTP at /metrics on this address (host:port); off when not given.
+    #[arg(long)]
+    metrics_bind_address: Option<std::net::SocketAddr>,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -231,7 +237,10 @@ fn main() {
         .init();
     let code = match cli.command {
         Command::Node(args) => run_node(args),
-        Command::Cri(args) => run_cri(args.into_config()),
+        Command::Cri(args) => {
+            let metrics = args.metrics_bind_address;
+            run_cri(args.into_config(), metrics)
+        }
     };
     std::process::exit(code);
 }
@@ -316,9 +325,27 @@ fn host_name() -> String {
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
-fn run_cri(config: CriConfig) -> i32 {
+fn run_cri(config: CriConfig, metrics: Option<std::net::SocketAddr>) -> i32 {
     block_on(async {
-        match gantry_cri::server::serve(config, shutdown_signal()).await {
+        let stop = gantry_cri::server::Stop::new(shutdown_signal());
+        if let Some(addr) = metrics {
+            // Bind before serving the CRI, so a taken address fails the start.
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, %addr, "listen for CRI metrics");
+                    return 1;
+                }
+            };
+            gantry_cri::metrics::CriMetrics::global();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if let Err(e) = gantry_cri::metrics::serve(listener, stop).await {
+                    tracing::error!(error = %e, "serving CRI metrics failed");
+                }
+            });
+        }
+        match gantry_cri::server::serve_until(config, stop).await {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!(error = %e, "CRI server failed");

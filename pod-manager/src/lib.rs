@@ -16,6 +16,7 @@ pub use runtime::Cri;
 pub mod backoff;
 pub mod cluster;
 pub mod manager;
+pub mod metrics;
 pub mod pod_cgroups;
 pub mod pod_volumes;
 pub mod probe;

@@ -142,6 +142,7 @@ impl<C: Cluster> PodManager<C> {
             return;
         }
         lock(&self.finished).remove(&uid);
+        observe_startup(&uid, &pod);
         let mut workers = lock(&self.workers);
         if let Some(h) = workers.get(&uid) {
             // A Gone pod stays gone. An update that only carries the status the node
@@ -248,21 +249,40 @@ impl<C: Cluster> PodManager<C> {
                 wake.clone(),
                 eviction,
             );
+            let metrics = crate::metrics::PodMetrics::global();
+            // Upstream's sync types: the first sync creates, one after a change of the
+            // desired pod updates, a periodic or woken one syncs, a deletion kills.
+            let mut sync_type = "create";
             loop {
                 let desired = rx.borrow_and_update().clone();
+                if matches!(desired, Desired::Gone(_))
+                    || desired.pod().metadata.deletion_timestamp.is_some()
+                {
+                    sync_type = "kill";
+                }
                 let span = tracing::info_span!("pod", pod = %pod_name(desired.pod()), uid = %uid);
+                let started = std::time::Instant::now();
                 let next = tracing::Instrument::instrument(worker.sync(&desired), span).await;
+                metrics
+                    .pod_worker_duration
+                    .with_label_values(&[sync_type])
+                    .observe(started.elapsed().as_secs_f64());
+                sync_type = "sync";
                 let sleep = match next {
                     Next::Done => break,
                     Next::Idle => Duration::from_secs(3600),
                     Next::After(d) => d,
                 };
                 tokio::select! {
-                    r = rx.changed() => if r.is_err() { break },
+                    r = rx.changed() => {
+                        if r.is_err() { break }
+                        sync_type = "update";
+                    }
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(sleep) => {}
                 }
             }
+            metrics.startup.forget(&uid);
             lock(&this.finished).insert(uid.clone());
             lock(&this.workers).remove(&uid);
         });
@@ -284,6 +304,7 @@ impl<C: Cluster> PodManager<C> {
         let mut last: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
         let mut dirs_cleaned = false;
         let mut ticks: u32 = 0;
+        let mut last_relist = None;
         let mut tick = tokio::time::interval(RELIST_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -293,7 +314,16 @@ impl<C: Cluster> PodManager<C> {
             if events_up && ticks % RELIST_WITH_EVENTS_EVERY != 0 {
                 continue;
             }
-            let Ok(now) = self.relist().await else {
+            // The relist is this node's PLEG relist: upstream's relist metrics time it.
+            let started = std::time::Instant::now();
+            let listed = self.relist().await;
+            let metrics = crate::metrics::PodMetrics::global();
+            metrics.relisted(
+                started.elapsed(),
+                last_relist.map(|l: std::time::Instant| started.duration_since(l)),
+            );
+            last_relist = Some(started);
+            let Ok(now) = listed else {
                 continue;
             };
             for (uid, states) in &now {
@@ -463,6 +493,44 @@ impl<C: Cluster> PodManager<C> {
 
 /// Whether two versions of a pod ask the same of the node: spec, labels,
 /// annotations and deletion.
+/// The pod as a source shows it, for the pod startup SLI (upstream's
+/// ObservedPodOnWatch): static pods never show a status and are never observed.
+fn observe_startup(uid: &str, pod: &Pod) {
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref());
+    let watched = crate::metrics::WatchedPod {
+        uid,
+        terminal: matches!(phase, Some("Succeeded" | "Failed")),
+        has_start_time: status.and_then(|s| s.start_time.as_ref()).is_some(),
+        all_running: status.is_some_and(crate::status::all_containers_running),
+        host_network: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false),
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| std::time::SystemTime::from(t.0)),
+    };
+    let metrics = crate::metrics::PodMetrics::global();
+    if let Some((sli, total, first)) = metrics.startup.observed_on_watch(
+        &watched,
+        std::time::SystemTime::now(),
+        std::time::Instant::now(),
+    ) {
+        metrics
+            .pod_start_sli_duration
+            .with_label_values(&[first])
+            .observe(sli);
+        metrics
+            .pod_start_total_duration
+            .with_label_values(&[first])
+            .observe(total);
+    }
+}
+
 fn same_intent(a: &Pod, b: &Pod) -> bool {
     a.spec == b.spec
         && a.metadata.labels == b.metadata.labels

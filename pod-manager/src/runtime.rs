@@ -8,6 +8,7 @@ use std::time::Duration;
 use gantry_cri::api::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
+use gantry_cri::observe::Observed;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceExt};
 
@@ -35,6 +36,12 @@ impl std::error::Error for TransportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.0)
     }
+}
+
+/// Every call through a `Cri` counts in upstream's kubelet_runtime_operations_*
+/// metrics, as upstream's instrumented runtime and image services count them.
+fn observed<S>(inner: S) -> Observed<S> {
+    Observed::new(inner, crate::metrics::PodMetrics::global())
 }
 
 /// Kubelets exchange large ListContainers answers; allow what they do.
@@ -80,7 +87,8 @@ impl Cri {
                     ))
                 }
             }));
-        let service = BoxCloneSyncService::new(channel.map_err(|e| TransportError(e.into())));
+        let service =
+            BoxCloneSyncService::new(observed(channel.map_err(|e| TransportError(e.into()))));
         Ok(Cri::over(service.clone(), service, endpoint))
     }
 
@@ -107,8 +115,8 @@ impl Cri {
         I::Future: Send + 'static,
     {
         Cri::over(
-            BoxCloneSyncService::new(runtime.map_err(|e| TransportError(e.into()))),
-            BoxCloneSyncService::new(images.map_err(|e| TransportError(e.into()))),
+            BoxCloneSyncService::new(observed(runtime.map_err(|e| TransportError(e.into())))),
+            BoxCloneSyncService::new(observed(images.map_err(|e| TransportError(e.into())))),
             "embedded",
         )
     }

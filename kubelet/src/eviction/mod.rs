@@ -194,6 +194,7 @@ impl<C: Cluster> EvictionManager<C> {
             };
             if self.pods.evict(&uid, eviction) {
                 tracing::info!(pod = %name, "eviction manager: evicting the pod");
+                crate::metrics::record_eviction(threshold.signal.name());
                 return Some(uid);
             }
         }

@@ -1,6 +1,8 @@
-//! Prometheus text exposition: /metrics with upstream's kubelet_running_pods and
-//! kubelet_running_containers computed from the runtime at scrape time, and
-//! /metrics/resource (what metrics-server and `kubectl top` read) from the summary.
+//! Prometheus text exposition: /metrics shows the process's default registry (the
+//! kubelet's, the pod manager's and the embedded CRI's metrics, and process_*), with
+//! kubelet_running_pods and kubelet_running_containers set from the runtime at scrape
+//! time; /metrics/resource (what metrics-server and `kubectl top` read) comes from
+//! the summary.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -11,7 +13,7 @@ use http::Response;
 use time::OffsetDateTime;
 
 use super::reply::{full, ApiError, Body};
-use super::summary::Summary;
+use super::summary::{FsStats, PvcReference, Summary, SummaryProvider, VolumeStats};
 use super::Backend;
 
 const CONTENT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -33,7 +35,10 @@ fn state_label(state: i32) -> &'static str {
     }
 }
 
-pub async fn kubelet_metrics(backend: &Backend) -> Result<String, ApiError> {
+pub async fn kubelet_metrics(
+    backend: &Backend,
+    summary: &SummaryProvider,
+) -> Result<String, ApiError> {
     let cri = backend.cri_calls();
     let sandboxes = cri
         .list_pod_sandbox(None)
@@ -43,12 +48,90 @@ pub async fn kubelet_metrics(backend: &Backend) -> Result<String, ApiError> {
         .list_containers(None)
         .await
         .map_err(|e| ApiError::from_cri("list containers", &e))?;
-    Ok(render_kubelet(&sandboxes, &containers))
+    set_running(crate::metrics::global(), &sandboxes, &containers);
+    let volumes: Vec<VolumeStats> = (backend.pods)()
+        .iter()
+        .filter_map(|p| Some(summary.volumes(backend, p, p.metadata.uid.as_deref()?)))
+        .flatten()
+        .collect();
+    let mut text = gantry_cri::metrics::render_default();
+    text.push_str(&render_volume_stats(&volumes));
+    Ok(text)
+}
+
+/// Upstream's kubelet_volume_stats_* gauges (its volume stats collector): one series
+/// per PVC, labelled by the claim's namespace and name, once its usage has been
+/// walked. Volumes without a claim have none.
+fn render_volume_stats(volumes: &[VolumeStats]) -> String {
+    type Field = fn(&FsStats) -> Option<u64>;
+    let families: [(&str, &str, Field); 6] = [
+        (
+            "kubelet_volume_stats_available_bytes",
+            "Number of available bytes in the volume",
+            |f| f.available_bytes,
+        ),
+        (
+            "kubelet_volume_stats_capacity_bytes",
+            "Capacity in bytes of the volume",
+            |f| f.capacity_bytes,
+        ),
+        (
+            "kubelet_volume_stats_inodes",
+            "Maximum number of inodes in the volume",
+            |f| f.inodes,
+        ),
+        (
+            "kubelet_volume_stats_inodes_free",
+            "Number of free inodes in the volume",
+            |f| f.inodes_free,
+        ),
+        (
+            "kubelet_volume_stats_inodes_used",
+            "Number of used inodes in the volume",
+            |f| f.inodes_used,
+        ),
+        (
+            "kubelet_volume_stats_used_bytes",
+            "Number of used bytes in the volume",
+            |f| f.used_bytes,
+        ),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    let claims: Vec<(&PvcReference, &FsStats)> = volumes
+        .iter()
+        .filter_map(|v| Some((v.pvc_ref.as_ref()?, &v.fs)))
+        .filter(|(_, fs)| fs.used_bytes.is_some() && fs.inodes_used.is_some())
+        .filter(|(c, _)| seen.insert((c.namespace.clone(), c.name.clone())))
+        .collect();
+    let mut out = String::new();
+    if claims.is_empty() {
+        return out;
+    }
+    for (name, help, field) in families {
+        let _ = writeln!(out, "# HELP {name} [ALPHA] {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (claim, fs) in &claims {
+            if let Some(v) = field(fs) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{namespace=\"{}\",persistentvolumeclaim=\"{}\"}} {v}",
+                    escape(&claim.namespace),
+                    escape(&claim.name)
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Pods count once however many ready sandboxes they have (by UID), as upstream
-/// counts pods "that have a running pod sandbox".
-fn render_kubelet(sandboxes: &[api::PodSandbox], containers: &[api::Container]) -> String {
+/// counts pods "that have a running pod sandbox"; containers by state, every state
+/// shown.
+fn set_running(
+    m: &crate::metrics::KubeletMetrics,
+    sandboxes: &[api::PodSandbox],
+    containers: &[api::Container],
+) {
     let ready = api::PodSandboxState::SandboxReady as i32;
     let running_pods: std::collections::BTreeSet<String> = sandboxes
         .iter()
@@ -66,23 +149,12 @@ fn render_kubelet(sandboxes: &[api::PodSandbox], containers: &[api::Container]) 
     for c in containers {
         *by_state.entry(state_label(c.state)).or_default() += 1;
     }
-    let mut out = String::new();
-    out.push_str(
-        "# HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod sandbox\n",
-    );
-    out.push_str("# TYPE kubelet_running_pods gauge\n");
-    let _ = writeln!(out, "kubelet_running_pods {}", running_pods.len());
-    out.push_str(
-        "# HELP kubelet_running_containers [ALPHA] Number of containers currently running\n",
-    );
-    out.push_str("# TYPE kubelet_running_containers gauge\n");
+    m.running_pods.set(running_pods.len() as f64);
     for (state, n) in by_state {
-        let _ = writeln!(
-            out,
-            "kubelet_running_containers{{container_state=\"{state}\"}} {n}"
-        );
+        m.running_containers
+            .with_label_values(&[state])
+            .set(n as f64);
     }
-    out
 }
 
 /// Label values escaped as the text format requires.
@@ -308,7 +380,10 @@ mod tests {
     #[test]
     fn running_pods_and_containers_by_state() {
         use api::ContainerState::*;
-        let text = render_kubelet(
+        let registry = prometheus::Registry::new();
+        let m = crate::metrics::KubeletMetrics::new(&registry).unwrap();
+        set_running(
+            &m,
             &[sandbox("a", true), sandbox("b", true), sandbox("c", false)],
             &[
                 container(ContainerRunning),
@@ -316,11 +391,22 @@ mod tests {
                 container(ContainerExited),
             ],
         );
+        let mut buf = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut buf,
+        )
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("\nkubelet_running_pods 2\n"), "{text}");
         assert!(text.contains("kubelet_running_containers{container_state=\"running\"} 2\n"));
         assert!(text.contains("kubelet_running_containers{container_state=\"exited\"} 1\n"));
         assert!(text.contains("kubelet_running_containers{container_state=\"created\"} 0\n"));
         assert!(text.contains("# TYPE kubelet_running_pods gauge\n"));
+        assert!(text.contains(
+            "# HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod sandbox\n"
+        ));
     }
 
     #[test]
@@ -362,6 +448,7 @@ mod tests {
                 memory: None,
                 network: None,
                 process_stats: None,
+                volumes: Vec::new(),
             }],
         };
         let text = render_resource(&s);
@@ -378,6 +465,50 @@ mod tests {
         );
         assert!(!text.contains("\nnode_memory_working_set_bytes "), "{text}");
         assert!(text.contains("\nresource_scrape_error 0\n"));
+    }
+
+    #[test]
+    fn volume_stats_cover_each_walked_claim_once() {
+        use super::super::summary::*;
+        let volume = |name: &str, claim: Option<&str>, walked: bool| VolumeStats {
+            fs: FsStats {
+                time: "t".into(),
+                available_bytes: Some(700),
+                capacity_bytes: Some(1000),
+                used_bytes: walked.then_some(300),
+                inodes_free: Some(90),
+                inodes: Some(100),
+                inodes_used: walked.then_some(10),
+            },
+            name: name.into(),
+            pvc_ref: claim.map(|c| PvcReference {
+                name: c.into(),
+                namespace: "ns".into(),
+            }),
+        };
+        let text = render_volume_stats(&[
+            volume("data", Some("claim-a"), true),
+            volume("again", Some("claim-a"), true),
+            volume("scratch", None, true),
+            volume("fresh", Some("claim-b"), false),
+        ]);
+        assert!(
+            text.contains("# TYPE kubelet_volume_stats_used_bytes gauge\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "kubelet_volume_stats_used_bytes{namespace=\"ns\",persistentvolumeclaim=\"claim-a\"} 300\n"
+        ), "{text}");
+        assert!(text.contains(
+            "kubelet_volume_stats_capacity_bytes{namespace=\"ns\",persistentvolumeclaim=\"claim-a\"} 1000\n"
+        ), "{text}");
+        assert_eq!(
+            text.matches("kubelet_volume_stats_inodes_free{").count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains("claim-b"), "not walked yet: {text}");
+        assert!(render_volume_stats(&[volume("scratch", None, true)]).is_empty());
     }
 
     #[test]

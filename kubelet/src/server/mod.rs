@@ -69,6 +69,11 @@ pub struct Backend {
     pub node_name: String,
     /// The pods bound to this node (API and static), for /pods and to resolve names.
     pub pods: Arc<dyn Fn() -> Vec<Pod> + Send + Sync>,
+    /// The kubelet's root directory, where pods' volumes are (volume stats); none
+    /// leaves volumes out of the summary.
+    pub volumes_root: Option<std::path::PathBuf>,
+    /// volumeStatsAggPeriod: how old a volume's walked usage may get.
+    pub volume_stats_every: std::time::Duration,
 }
 
 /// Serves the API until `stop` resolves: the listeners close, connections in flight

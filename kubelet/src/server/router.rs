@@ -118,7 +118,9 @@ impl Api {
             }
             ["metrics"] => {
                 allow(read)?;
-                Ok(metrics::response(metrics::kubelet_metrics(backend).await?))
+                Ok(metrics::response(
+                    metrics::kubelet_metrics(backend, &self.summary).await?,
+                ))
             }
             ["metrics", "resource"] => {
                 allow(read)?;

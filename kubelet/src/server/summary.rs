@@ -16,6 +16,8 @@ use time::OffsetDateTime;
 use super::reply::ApiError;
 use super::Backend;
 use crate::node_stats;
+use crate::volume_stats::UsageCache;
+use k8s_openapi::api::core::v1::{Pod, Volume};
 
 /// The filesystem upstream reports as the node's: the one holding the kubelet's root
 /// directory (/var/lib/kubelet).
@@ -115,6 +117,26 @@ pub struct PodStats {
     pub network: Option<NetworkStats>,
     #[serde(rename = "process_stats", skip_serializing_if = "Option::is_none")]
     pub process_stats: Option<ProcessStats>,
+    #[serde(rename = "volume", skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeStats>,
+}
+
+/// One of a pod's volumes (upstream's stats/v1alpha1 VolumeStats): its filesystem's
+/// size from statfs, what it holds from the last walk.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStats {
+    #[serde(flatten)]
+    pub fs: FsStats,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pvc_ref: Option<PvcReference>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PvcReference {
+    pub name: String,
+    pub namespace: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -224,18 +246,87 @@ fn sum_all(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
     any.then_some(total)
 }
 
-/// Collects summaries; keeps the node's last CPU sample for its rate.
+/// Collects summaries; keeps the node's last CPU sample for its rate and the last
+/// walk of each volume.
 #[derive(Default)]
 pub struct SummaryProvider {
     /// (when, busy CPU nanoseconds since boot).
     last_cpu: Mutex<Option<(Instant, u64)>>,
+    volume_usage: UsageCache,
+}
+
+/// The volume types whose usage upstream reports (MetricsDu or statfs-backed), by
+/// the pod spec's field: local directories under the pod's volumes directory.
+fn reported_volume(v: &Volume) -> bool {
+    v.empty_dir.is_some()
+        || v.config_map.is_some()
+        || v.secret.is_some()
+        || v.projected.is_some()
+        || v.downward_api.is_some()
+        || v.persistent_volume_claim.is_some()
 }
 
 impl SummaryProvider {
     pub async fn summary(&self, backend: &Backend) -> Result<Summary, ApiError> {
         let node = self.node(backend).await;
-        let pods = pods(backend).await?;
+        let mut pods = pods(backend).await?;
+        let specs: HashMap<String, Pod> = (backend.pods)()
+            .into_iter()
+            .filter_map(|p| Some((p.metadata.uid.clone()?, p)))
+            .collect();
+        for p in &mut pods {
+            if let Some(pod) = specs.get(&p.pod_ref.uid) {
+                p.volumes = self.volumes(backend, pod, &p.pod_ref.uid);
+            }
+        }
         Ok(Summary { node, pods })
+    }
+
+    /// The pod's volumes that have a directory on this node, in spec order.
+    pub fn volumes(&self, backend: &Backend, pod: &Pod, uid: &str) -> Vec<VolumeStats> {
+        let Some(root) = &backend.volumes_root else {
+            return Vec::new();
+        };
+        let Ok(dir) = gantry_volumes::Layout::new(root).pod_volumes_dir(uid) else {
+            return Vec::new();
+        };
+        // <pod>/volumes/<plugin>/<name>: the plugin directory depends on the volume's
+        // type (and for a PVC on its PV's), so the name is looked for under each.
+        let plugins: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut out = Vec::new();
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            if !reported_volume(v) {
+                continue;
+            }
+            let Some(path) = plugins.iter().map(|p| p.join(&v.name)).find(|p| p.is_dir()) else {
+                continue;
+            };
+            let Ok(fs) = node_stats::fs_usage(&path) else {
+                continue;
+            };
+            let used = self.volume_usage.get(&path, backend.volume_stats_every);
+            let now = rfc3339(OffsetDateTime::now_utc());
+            out.push(VolumeStats {
+                fs: FsStats {
+                    time: now,
+                    available_bytes: Some(fs.available),
+                    capacity_bytes: Some(fs.capacity),
+                    used_bytes: used.map(|u| u.bytes),
+                    inodes_free: Some(fs.inodes_free),
+                    inodes: Some(fs.inodes),
+                    inodes_used: used.map(|u| u.inodes),
+                },
+                name: v.name.clone(),
+                pvc_ref: v.persistent_volume_claim.as_ref().map(|c| PvcReference {
+                    name: c.claim_name.clone(),
+                    namespace: namespace.clone(),
+                }),
+            });
+        }
+        out
     }
 
     async fn node(&self, backend: &Backend) -> NodeStats {
@@ -451,6 +542,7 @@ fn pod_stats(
         memory,
         network,
         process_stats,
+        volumes: Vec::new(),
     }
 }
 

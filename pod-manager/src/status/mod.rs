@@ -542,3 +542,14 @@ mod phase;
 mod tests;
 
 use phase::phase;
+
+/// Every container of the status runs and has a start time (upstream's
+/// hasPodStartedSLO, the pod startup SLI's "started").
+pub fn all_containers_running(status: &PodStatus) -> bool {
+    status.container_statuses.iter().flatten().all(|cs| {
+        cs.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some_and(|r| r.started_at.is_some())
+    })
+}

@@ -89,6 +89,12 @@ pub struct Worker<C> {
     eviction: SharedEviction,
     /// The node's pod cgroups (cgroupsPerQOS), when the node manages them.
     pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
+    /// When the kubelet first saw the pod (the worker starts then), for
+    /// kubelet_pod_start_duration_seconds.
+    first_seen: Instant,
+    /// The phase last reported (at first, the API object's), so the Pending → Running
+    /// transition is observed once.
+    last_phase: Option<String>,
 }
 
 /// What every pod worker of a node shares: the runtime, the cluster, the node's context
@@ -135,6 +141,8 @@ impl<C: Cluster> Worker<C> {
             pod_ip: String::new(),
             eviction,
             pod_cgroups,
+            first_seen: Instant::now(),
+            last_phase: None,
         }
     }
 
@@ -187,12 +195,35 @@ impl<C: Cluster> Worker<C> {
         self.sync_probes(pod, &rt);
         let status = self.status(pod, &rt, false);
         let terminal = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+        self.observe_start(pod, &status);
         self.cluster.report_status(pod, status);
         if terminal {
             self.stop_sandboxes(&rt).await;
             return Next::Idle;
         }
         next
+    }
+
+    /// Upstream observes kubelet_pod_start_duration_seconds when a pod's phase goes
+    /// from Pending to Running (a pod adopted already running is not a start), and
+    /// tells the startup latency tracker once every container runs.
+    fn observe_start(&mut self, pod: &Pod, status: &k8s_openapi::api::core::v1::PodStatus) {
+        let metrics = crate::metrics::PodMetrics::global();
+        let before = self
+            .last_phase
+            .take()
+            .or_else(|| pod.status.as_ref().and_then(|s| s.phase.clone()));
+        let now = status.phase.clone();
+        if matches!(before.as_deref(), None | Some("Pending")) && now.as_deref() == Some("Running")
+        {
+            metrics
+                .pod_start_duration
+                .observe(self.first_seen.elapsed().as_secs_f64());
+        }
+        self.last_phase = now.or(before);
+        if status::all_containers_running(status) {
+            metrics.startup.status_all_running(&self.uid);
+        }
     }
 
     fn status(
@@ -317,7 +348,7 @@ impl<C: Cluster> Worker<C> {
                 Some(ContainerState::Created) | Some(ContainerState::Unknown) => {
                     // Made but never started (a crash between create and start).
                     let l = latest.as_ref().expect("matched Some");
-                    self.start_created(pod, c, &l.id).await;
+                    let _ = self.start_created(pod, c, &l.id).await;
                     return Next::After(Duration::from_secs(1));
                 }
                 None => {
@@ -342,7 +373,7 @@ impl<C: Cluster> Worker<C> {
                         }
                     }
                     ContainerState::Created | ContainerState::Unknown => {
-                        self.start_created(pod, c, &l.id).await;
+                        let _ = self.start_created(pod, c, &l.id).await;
                     }
                     ContainerState::Exited => {
                         let again = match restart_policy {
@@ -498,6 +529,8 @@ impl<C: Cluster> Worker<C> {
             .and_then(|s| s.runtime_class_name.clone())
             .unwrap_or_default();
         self.acted = true;
+        let metrics = crate::metrics::PodMetrics::global();
+        metrics.started_pods.inc();
         let created = self
             .cri
             .runtime
@@ -510,6 +543,7 @@ impl<C: Cluster> Worker<C> {
         let id = match created {
             Ok(r) => r.into_inner().pod_sandbox_id,
             Err(e) => {
+                metrics.started_pods_errors.inc();
                 let msg = format!("Failed to create pod sandbox: {}", e.message());
                 tracing::warn!(pod = %pod_name(pod), "{msg}");
                 self.cluster
@@ -591,17 +625,50 @@ impl<C: Cluster> Worker<C> {
         sandbox: &crate::runtime_state::Sandbox,
         restart_count: u32,
     ) -> Option<Duration> {
+        // As upstream's SyncPod: every start attempt past the back-off counts, and a
+        // failed one counts as an error under its well-known reason (ErrImagePull,
+        // CreateContainerConfigError, CreateContainerError, RunContainerError, ...).
+        let metrics = crate::metrics::PodMetrics::global();
+        let kind = container_type(pod, &c.name);
+        metrics.started_containers.with_label_values(&[kind]).inc();
+        let (retry, failure) = self.try_start_new(pod, c, sandbox, restart_count).await;
+        if let Some(code) = failure {
+            metrics
+                .started_containers_errors
+                .with_label_values(&[kind, &code])
+                .inc();
+        }
+        retry
+    }
+
+    /// `start_new`'s work: when to try again, and why it failed if it did.
+    async fn try_start_new(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        sandbox: &crate::runtime_state::Sandbox,
+        restart_count: u32,
+    ) -> (Option<Duration>, Option<String>) {
         let fp = field_path(pod, &c.name);
         let image_ref = match self.ensure_image(pod, c, &fp).await {
             Ok(r) => r,
-            Err(retry) => return Some(retry),
+            Err(retry) => {
+                let reason = self.waiting.get(&c.name).map(|w| w.0.clone());
+                return (
+                    Some(retry),
+                    Some(reason.unwrap_or_else(|| "ErrImagePull".into())),
+                );
+            }
         };
         let refs = spec::referenced_sources(pod);
         let sources = match self.cluster.env_sources(pod, &refs).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(pod = %pod_name(pod), error = %e, "read the pod's configMaps and secrets");
-                return Some(Duration::from_secs(2));
+                return (
+                    Some(Duration::from_secs(2)),
+                    Some("CreateContainerConfigError".into()),
+                );
             }
         };
         let image_user = self.image_user(&image_ref).await;
@@ -621,7 +688,10 @@ impl<C: Cluster> Worker<C> {
         };
         let config = match config {
             Ok(cfg) => cfg,
-            Err(e) => return Some(self.cannot_create(pod, c, "CreateContainerConfigError", &e.0)),
+            Err(e) => {
+                let retry = self.cannot_create(pod, c, "CreateContainerConfigError", &e.0);
+                return (Some(retry), Some("CreateContainerConfigError".into()));
+            }
         };
         let sandbox_config = spec::sandbox_config(pod, sandbox.attempt, &self.node);
         self.acted = true;
@@ -637,7 +707,10 @@ impl<C: Cluster> Worker<C> {
             .await;
         let id = match created {
             Ok(r) => r.into_inner().container_id,
-            Err(e) => return Some(self.cannot_create(pod, c, "CreateContainerError", e.message())),
+            Err(e) => {
+                let retry = self.cannot_create(pod, c, "CreateContainerError", e.message());
+                return (Some(retry), Some("CreateContainerError".into()));
+            }
         };
         self.cluster.event(
             pod,
@@ -646,8 +719,7 @@ impl<C: Cluster> Worker<C> {
             "Created",
             &format!("Created container: {}", c.name),
         );
-        self.start_created(pod, c, &id).await;
-        None
+        (None, self.start_created(pod, c, &id).await.err())
     }
 
     /// A container that could not be created waits with `reason`, and the pod gets
@@ -713,7 +785,9 @@ impl<C: Cluster> Worker<C> {
         .map_err(spec::ConfigError)
     }
 
-    async fn start_created(&mut self, pod: &Pod, c: &Container, id: &str) {
+    /// Starts a created container; a failure is named as upstream's startContainer
+    /// names it (RunContainerError, PostStartHookError).
+    async fn start_created(&mut self, pod: &Pod, c: &Container, id: &str) -> Result<(), String> {
         let fp = field_path(pod, &c.name);
         self.acted = true;
         match self
@@ -741,7 +815,9 @@ impl<C: Cluster> Worker<C> {
                     if let Err(e) = self.kill_container(pod, Some(c), id, grace).await {
                         tracing::warn!(container = %c.name, error = %e.message(), "kill the container whose postStart hook failed");
                     }
+                    return Err("PostStartHookError".into());
                 }
+                Ok(())
             }
             Err(e) => {
                 // The runtime records the failure on the container (StartError); the
@@ -753,8 +829,23 @@ impl<C: Cluster> Worker<C> {
                     "Failed",
                     &format!("Error: {}", e.message()),
                 );
+                Err("RunContainerError".into())
             }
         }
+    }
+}
+
+/// Upstream's container_type label: init_container (sidecars too), container.
+fn container_type(pod: &Pod, name: &str) -> &'static str {
+    let init = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.name == name));
+    if init {
+        "init_container"
+    } else {
+        "container"
     }
 }
 

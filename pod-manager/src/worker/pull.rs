@@ -135,6 +135,8 @@ impl<C: Cluster> Worker<C> {
             &format!("Pulling image \"{image}\""),
         );
         let started = Instant::now();
+        let metrics = crate::metrics::PodMetrics::global();
+        metrics.startup.started_pulling(&self.uid, started);
         let auths = self.cluster.pull_credentials(pod, &image).await;
         let mut result = Err(tonic::Status::unknown("no attempt"));
         for auth in auths.into_iter().map(Some).chain(std::iter::once(None)) {
@@ -152,6 +154,7 @@ impl<C: Cluster> Worker<C> {
                 break;
             }
         }
+        metrics.startup.finished_pulling(&self.uid, Instant::now());
         match result {
             Ok(r) => {
                 self.pulls.reset(&key);

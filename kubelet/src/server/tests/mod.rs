@@ -48,5 +48,7 @@ pub fn backend(fake: &FakeRuntime, pods: Vec<Pod>) -> Backend {
         kube: unreachable_kube(),
         node_name: "node-a".into(),
         pods: Arc::new(move || pods.clone()),
+        volumes_root: None,
+        volume_stats_every: std::time::Duration::from_secs(60),
     }
 }
