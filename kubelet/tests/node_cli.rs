@@ -27,7 +27,7 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
 fn an_unknown_configuration_field_is_named() {
     let config = temp_file(
         "unknown.yaml",
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionHard: {}\n",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncpuManagerPolicy: static\n",
     );
     let (code, err) = gantry_node(&[
         "--config",
@@ -36,7 +36,7 @@ fn an_unknown_configuration_field_is_named() {
         "10.0.0.1",
     ]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("evictionHard"), "{err}");
+    assert!(err.contains("cpuManagerPolicy"), "{err}");
 }
 
 #[test]
