@@ -223,7 +223,13 @@ fn crash_loop_backs_off(k: &Kubectl, node: &GantryNode) -> Result<()> {
         || {
             let out = node
                 .crictl()?
-                .args(["ps", "-a", "-q", "--label", "io.kubernetes.pod.name=crashloop"])
+                .args([
+                    "ps",
+                    "-a",
+                    "-q",
+                    "--label",
+                    "io.kubernetes.pod.name=crashloop",
+                ])
                 .output()?;
             let ids = String::from_utf8_lossy(&out.stdout).lines().count();
             Ok((out.status.success() && ids == 1).then_some(()))

@@ -81,8 +81,14 @@ fn collect_unused(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
         "the deleted pod's containers to be removed",
         Duration::from_secs(60),
         || {
-            let out = node.crictl()?.args(["ps", "-a", "-q", "--label", "io.kubernetes.pod.name=drop"]).output()?;
-            Ok(String::from_utf8_lossy(&out.stdout).trim().is_empty().then_some(()))
+            let out = node
+                .crictl()?
+                .args(["ps", "-a", "-q", "--label", "io.kubernetes.pod.name=drop"])
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .is_empty()
+                .then_some(()))
         },
     )?;
 
@@ -108,9 +114,11 @@ fn collect_unused(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     );
     // A new pod of the removed image pulls it again.
     k.apply_yaml(&pod("again", &node.name, NGINX))?;
-    wait::until("a pod of the collected image to run", Duration::from_secs(90), || {
-        Ok((k.get_json(&["pod", "again"])?["status"]["phase"] == "Running").then_some(()))
-    })?;
+    wait::until(
+        "a pod of the collected image to run",
+        Duration::from_secs(90),
+        || Ok((k.get_json(&["pod", "again"])?["status"]["phase"] == "Running").then_some(())),
+    )?;
 
     let events = wait::until(
         "the FreeDiskSpaceFailed warning on the node",
@@ -119,7 +127,10 @@ fn collect_unused(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
             let list = k.get_json(&[
                 "events",
                 "--field-selector",
-                &format!("involvedObject.kind=Node,involvedObject.name={},reason=FreeDiskSpaceFailed", node.name),
+                &format!(
+                    "involvedObject.kind=Node,involvedObject.name={},reason=FreeDiskSpaceFailed",
+                    node.name
+                ),
             ])?;
             let items = list["items"].as_array().cloned().unwrap_or_default();
             Ok((!items.is_empty()).then_some(items))
@@ -128,7 +139,9 @@ fn collect_unused(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
     let message = events[0]["message"].as_str().unwrap_or("");
     ensure!(
         events[0]["type"] == "Warning"
-            && message.starts_with("Failed to garbage collect required amount of images. Attempted to free ")
+            && message.starts_with(
+                "Failed to garbage collect required amount of images. Attempted to free "
+            )
             && message.contains(" bytes, but only found "),
         "unexpected FreeDiskSpaceFailed event: {}",
         events[0]

@@ -160,7 +160,11 @@ fn node_allocatable_cgroup_is_capacity_minus_reserved(
     // The Node's allocatable (what the scheduler fits pods into) also keeps the hard
     // eviction threshold back: the bed's evictionHard memory.available.
     let hard_memory = bytes(gantry_e2e::reference_node::EVICTION_HARD_MEMORY)?;
-    let allocatable_cpu = milli(n["status"]["allocatable"]["cpu"].as_str().unwrap_or_default())?;
+    let allocatable_cpu = milli(
+        n["status"]["allocatable"]["cpu"]
+            .as_str()
+            .unwrap_or_default(),
+    )?;
     let allocatable_memory = bytes(
         n["status"]["allocatable"]["memory"]
             .as_str()

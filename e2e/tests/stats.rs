@@ -96,10 +96,14 @@ fn start_pods(k: &Kubectl, node: &str) -> Result<usize> {
         ])?;
     }
     // The memory pod has written what it holds once its file has the full size.
-    wait::until("hold to fill /dev/shm/held", Duration::from_secs(60), || {
-        let out = k.run(&["exec", "hold", "--", "wc", "-c", "/dev/shm/held"])?;
-        Ok((out.split_whitespace().next() == Some(&HELD.to_string())).then_some(()))
-    })?;
+    wait::until(
+        "hold to fill /dev/shm/held",
+        Duration::from_secs(60),
+        || {
+            let out = k.run(&["exec", "hold", "--", "wc", "-c", "/dev/shm/held"])?;
+            Ok((out.split_whitespace().next() == Some(&HELD.to_string())).then_some(()))
+        },
+    )?;
     Ok(pods.len())
 }
 
@@ -133,13 +137,24 @@ fn pod_in<'a>(summary: &'a Value, name: &str) -> Result<&'a Value> {
 fn container_cgroups(node: &GantryNode, pod: &str) -> Result<(PathBuf, PathBuf)> {
     let out = node
         .crictl()?
-        .args(["ps", "--pod", &sandbox_id(node, pod)?, "--name", "main", "-q"])
+        .args([
+            "ps",
+            "--pod",
+            &sandbox_id(node, pod)?,
+            "--name",
+            "main",
+            "-q",
+        ])
         .output()?;
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     ensure!(!id.is_empty(), "no container main of {pod} in crictl ps");
     let out = node.crictl()?.args(["inspect", &id]).output()?;
-    let info: Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("crictl inspect {id}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let info: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "crictl inspect {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
     let pid = info["info"]["pid"]
         .as_u64()
         .with_context(|| format!("no pid in crictl inspect {id}"))?;
@@ -169,7 +184,16 @@ fn container_cgroups(node: &GantryNode, pod: &str) -> Result<(PathBuf, PathBuf)>
 fn sandbox_id(node: &GantryNode, pod: &str) -> Result<String> {
     let out = node
         .crictl()?
-        .args(["pods", "--name", pod, "--namespace", "default", "--state", "Ready", "-q"])
+        .args([
+            "pods",
+            "--name",
+            pod,
+            "--namespace",
+            "default",
+            "--state",
+            "Ready",
+            "-q",
+        ])
         .output()?;
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     ensure!(!id.is_empty(), "no ready sandbox for {pod}");
@@ -235,7 +259,11 @@ fn cpu_matches_cpuacct(k: &Kubectl, node: &GantryNode) -> Result<()> {
     let secs = sample(
         &text,
         "container_cpu_usage_seconds_total",
-        &[("container", "main"), ("namespace", "default"), ("pod", "burn")],
+        &[
+            ("container", "main"),
+            ("namespace", "default"),
+            ("pod", "burn"),
+        ],
     )
     .with_context(|| format!("no container_cpu_usage_seconds_total for burn:\n{text}"))?;
     // Seconds printed as a float: allow a microsecond of rounding either way.
@@ -288,7 +316,11 @@ fn memory_matches_the_memory_cgroup(k: &Kubectl, node: &GantryNode) -> Result<()
     let v = sample(
         &text,
         "container_memory_working_set_bytes",
-        &[("container", "main"), ("namespace", "default"), ("pod", "hold")],
+        &[
+            ("container", "main"),
+            ("namespace", "default"),
+            ("pod", "hold"),
+        ],
     )
     .with_context(|| format!("no container_memory_working_set_bytes for hold:\n{text}"))?;
     let (lo, hi) = (before.min(after), before.max(after));
@@ -372,7 +404,10 @@ fn empty_dir_volume_is_reported(k: &Kubectl, node: &GantryNode) -> Result<()> {
         volume["inodesUsed"].as_u64().unwrap_or(0) >= 2,
         "inodesUsed: the directory and the blob: {volume}"
     );
-    ensure!(volume.get("pvcRef").is_none(), "an emptyDir has no pvcRef: {volume}");
+    ensure!(
+        volume.get("pvcRef").is_none(),
+        "an emptyDir has no pvcRef: {volume}"
+    );
     Ok(())
 }
 
@@ -390,7 +425,11 @@ fn statfs(path: &Path) -> Result<Statfs> {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a NUL-terminated path and st a properly sized out-parameter.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        bail!("statvfs {}: {}", path.display(), std::io::Error::last_os_error());
+        bail!(
+            "statvfs {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
     }
     let frag = st.f_frsize as u64;
     Ok(Statfs {
@@ -411,12 +450,14 @@ fn metrics_count_what_happened(
     before: &str,
     started: usize,
 ) -> Result<()> {
-    let out = node.crictl()?.args(["inspect", "no-such-container"]).output()?;
+    let out = node
+        .crictl()?
+        .args(["inspect", "no-such-container"])
+        .output()?;
     ensure!(!out.status.success(), "crictl inspect of nothing succeeded");
     let after = metrics(k, &node.name)?;
-    let get = |text: &str, name: &str, labels: &[(&str, &str)]| {
-        sample(text, name, labels).unwrap_or(0.0)
-    };
+    let get =
+        |text: &str, name: &str, labels: &[(&str, &str)]| sample(text, name, labels).unwrap_or(0.0);
     let on_node = k.get_json(&[
         "pods",
         "-A",
@@ -438,7 +479,11 @@ fn metrics_count_what_happened(
         "kubelet_pod_start_duration_seconds_count grew by {starts}, {started} pods started"
     );
     let sandboxes = |t: &str| {
-        get(t, "kubelet_runtime_operations_total", &[("operation_type", "run_podsandbox")])
+        get(
+            t,
+            "kubelet_runtime_operations_total",
+            &[("operation_type", "run_podsandbox")],
+        )
     };
     ensure!(
         sandboxes(&after) - sandboxes(before) >= started as f64,
@@ -457,7 +502,11 @@ fn metrics_count_what_happened(
         node.name
     );
     let cri = |t: &str| {
-        get(t, "gantry_cri_operations_total", &[("operation_type", "run_podsandbox")])
+        get(
+            t,
+            "gantry_cri_operations_total",
+            &[("operation_type", "run_podsandbox")],
+        )
     };
     ensure!(
         cri(&after) - cri(before) >= started as f64,
@@ -480,7 +529,10 @@ fn metrics_count_what_happened(
             .collect::<Vec<_>>()
             .join("\n")
     );
-    for family in ["process_resident_memory_bytes", "process_start_time_seconds"] {
+    for family in [
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+    ] {
         ensure!(
             sample(&after, family, &[]).is_some_and(|v| v > 0.0),
             "no {family} in /metrics"

@@ -261,7 +261,10 @@ fn node_reserved(
         memory: reserved("memory", false)
             + hard(Signal::MemoryAvailable, machine.memory_bytes as i64),
         ephemeral_storage: reserved("ephemeral-storage", false)
-            + hard(Signal::NodeFsAvailable, machine.ephemeral_storage_bytes as i64),
+            + hard(
+                Signal::NodeFsAvailable,
+                machine.ephemeral_storage_bytes as i64,
+            ),
     }
 }
 

@@ -315,7 +315,10 @@ impl ImageRuntime for CriImages {
             .into_iter()
             .filter(|i| {
                 refs.contains(&i.id)
-                    || i.repo_digests.iter().chain(&i.repo_tags).any(|r| refs.contains(r))
+                    || i.repo_digests
+                        .iter()
+                        .chain(&i.repo_tags)
+                        .any(|r| refs.contains(r))
             })
             .map(|i| i.id)
             .collect())
@@ -382,7 +385,12 @@ impl SharedImageGc {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let (done, result) = self.gc.lock().await.collect(&*self.rt, Instant::now()).await;
+            let (done, result) = self
+                .gc
+                .lock()
+                .await
+                .collect(&*self.rt, Instant::now())
+                .await;
             if !done.removed.is_empty() {
                 tracing::info!(removed = done.removed.len(), freed = done.freed, "image GC");
             }
@@ -410,7 +418,12 @@ impl NodeReclaimer for SharedImageGc {
                 .await
                 .delete_unused(&*self.rt, Instant::now())
                 .await;
-            tracing::info!(removed = done.removed.len(), freed = done.freed, ?signal, "image GC under disk pressure");
+            tracing::info!(
+                removed = done.removed.len(),
+                freed = done.freed,
+                ?signal,
+                "image GC under disk pressure"
+            );
             done.freed
         })
     }
@@ -464,10 +477,7 @@ mod tests {
         }
         async fn remove(&self, id: &str) -> Result<(), String> {
             let mut images = self.images.lock().unwrap();
-            let i = images
-                .iter()
-                .position(|i| i.id == id)
-                .ok_or("not found")?;
+            let i = images.iter().position(|i| i.id == id).ok_or("not found")?;
             let gone = images.remove(i);
             if let Some(fs) = self.fs.lock().unwrap().as_mut() {
                 fs.available += gone.size;
@@ -519,7 +529,13 @@ mod tests {
         assert_eq!(result, Ok(()));
         assert_eq!(done.removed, vec!["used-long-ago", "used-lately"]);
         assert_eq!(done.freed, 120);
-        let left: Vec<String> = rt.images.lock().unwrap().iter().map(|i| i.id.clone()).collect();
+        let left: Vec<String> = rt
+            .images
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|i| i.id.clone())
+            .collect();
         assert_eq!(left, vec!["running", "pause"]);
     }
 

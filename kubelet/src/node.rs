@@ -222,7 +222,10 @@ impl NodeAgent {
             };
             BTreeMap::from([
                 ("cpu".to_string(), Quantity(cpu)),
-                ("memory".to_string(), Quantity(format!("{}Ki", memory / 1024))),
+                (
+                    "memory".to_string(),
+                    Quantity(format!("{}Ki", memory / 1024)),
+                ),
                 (
                     "ephemeral-storage".to_string(),
                     Quantity(format!("{}Ki", storage / 1024)),

@@ -77,8 +77,16 @@ pub(super) fn probe_kinds_pass_and_fail(k: &Kubectl) -> Result<()> {
 
     // The failing pods have been probed for as long as grpc-liveness took to fail.
     for (name, container, event) in [
-        ("https-to-plain", "web", r#"Readiness probe failed: Get "https://"#),
-        ("exec-timeout", "app", r#"Readiness probe failed: command ["sh" "-c" "sleep 30"] timed out"#),
+        (
+            "https-to-plain",
+            "web",
+            r#"Readiness probe failed: Get "https://"#,
+        ),
+        (
+            "exec-timeout",
+            "app",
+            r#"Readiness probe failed: command ["sh" "-c" "sleep 30"] timed out"#,
+        ),
     ] {
         let p = pod(k, name)?;
         let s = container_status(&p, container).cloned().unwrap_or_default();
@@ -103,7 +111,13 @@ pub(super) fn probe_kinds_pass_and_fail(k: &Kubectl) -> Result<()> {
         "{sleepers} probe processes outlived their timeout in exec-timeout:\n{ps}"
     );
 
-    for name in ["https-ready", "https-to-plain", "grpc-ready", "grpc-liveness", "exec-timeout"] {
+    for name in [
+        "https-ready",
+        "https-to-plain",
+        "grpc-ready",
+        "grpc-liveness",
+        "exec-timeout",
+    ] {
         k.run(&["delete", "pod", name, "--wait=false"])?;
     }
     k.run(&["delete", "secret", "probe-tls"])?;
@@ -287,4 +301,3 @@ pub(super) fn hooks_run_around_the_container(k: &Kubectl) -> Result<()> {
     k.run(&["delete", "pod", "hook-fails", "--wait=false"])?;
     Ok(())
 }
-

@@ -442,7 +442,15 @@ mod tests {
         assert!(lower.contains("x-probe: yes"), "{head}");
 
         let (port, _) = serve_once(500).await;
-        let got = run_http(Scheme::Http, "127.0.0.1", port, "/", &[], Duration::from_secs(2)).await;
+        let got = run_http(
+            Scheme::Http,
+            "127.0.0.1",
+            port,
+            "/",
+            &[],
+            Duration::from_secs(2),
+        )
+        .await;
         assert_eq!(
             got,
             Outcome::Failure("HTTP probe failed with statuscode: 500".into())
@@ -470,7 +478,8 @@ mod tests {
             let mut s = acceptor.accept(s).await.unwrap();
             let mut buf = vec![0u8; 4096];
             let n = s.read(&mut buf).await.unwrap();
-            let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let answer =
+                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             s.write_all(answer.as_bytes()).await.unwrap();
             s.shutdown().await.ok();
             String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -502,7 +511,15 @@ mod tests {
         assert!(seen.await.unwrap().starts_with("GET /ready HTTP/1.1\r\n"));
 
         let (port, _) = serve_tls_once(503).await;
-        let got = run_http(Scheme::Https, "127.0.0.1", port, "/", &[], Duration::from_secs(2)).await;
+        let got = run_http(
+            Scheme::Https,
+            "127.0.0.1",
+            port,
+            "/",
+            &[],
+            Duration::from_secs(2),
+        )
+        .await;
         assert_eq!(
             got,
             Outcome::Failure("HTTP probe failed with statuscode: 503".into())
@@ -510,17 +527,31 @@ mod tests {
 
         // A plain HTTP server answering an HTTPS probe fails the handshake, with the URL.
         let (port, _) = serve_once(200).await;
-        let Outcome::Failure(why) =
-            run_http(Scheme::Https, "127.0.0.1", port, "/", &[], Duration::from_secs(2)).await
+        let Outcome::Failure(why) = run_http(
+            Scheme::Https,
+            "127.0.0.1",
+            port,
+            "/",
+            &[],
+            Duration::from_secs(2),
+        )
+        .await
         else {
             panic!("an HTTPS probe to a plain HTTP server must fail");
         };
-        assert!(why.starts_with(&format!("Get \"https://127.0.0.1:{port}/\": ")), "{why}");
+        assert!(
+            why.starts_with(&format!("Get \"https://127.0.0.1:{port}/\": ")),
+            "{why}"
+        );
     }
 
     #[test]
     fn commands_are_named_as_gos_quoted_slices() {
-        let cmd = vec!["sh".to_string(), "-c".to_string(), "echo \"hi\"".to_string()];
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            "echo \"hi\"".to_string(),
+        ];
         assert_eq!(go_quoted(&cmd), r#"["sh" "-c" "echo \"hi\""]"#);
     }
 
