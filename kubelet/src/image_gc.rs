@@ -50,6 +50,8 @@ impl Default for Policy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
     pub id: String,
+    /// Its tags and digest references (a container may name the image by either).
+    pub refs: Vec<String>,
     pub size: u64,
     /// The runtime asks that it is never removed (its sandbox image).
     pub pinned: bool,
@@ -66,8 +68,8 @@ pub struct FsSpace {
 pub trait ImageRuntime {
     /// Every image, with its size.
     async fn images(&self) -> Result<Vec<Image>, String>;
-    /// The image IDs containers (running or exited) were created from.
-    async fn images_in_use(&self) -> Result<HashSet<String>, String>;
+    /// How containers (running or exited) name their images: IDs or references.
+    async fn container_image_refs(&self) -> Result<HashSet<String>, String>;
     /// The filesystem the images are stored on.
     async fn image_fs(&self) -> Result<FsSpace, String>;
     async fn remove(&self, id: &str) -> Result<(), String>;
@@ -110,7 +112,12 @@ impl ImageGc {
         now: Instant,
     ) -> Result<HashSet<String>, String> {
         let images = rt.images().await?;
-        let in_use = rt.images_in_use().await?;
+        let refs = rt.container_image_refs().await?;
+        let in_use: HashSet<String> = images
+            .iter()
+            .filter(|i| refs.contains(&i.id) || i.refs.iter().any(|r| refs.contains(r)))
+            .map(|i| i.id.clone())
+            .collect();
         let present: HashSet<&str> = images.iter().map(|i| i.id.as_str()).collect();
         self.records.retain(|id, _| present.contains(id.as_str()));
         for image in &images {
@@ -277,6 +284,7 @@ impl ImageRuntime for CriImages {
             .images
             .into_iter()
             .map(|i| Image {
+                refs: i.repo_tags.into_iter().chain(i.repo_digests).collect(),
                 id: i.id,
                 size: i.size,
                 pinned: i.pinned,
@@ -284,7 +292,7 @@ impl ImageRuntime for CriImages {
             .collect())
     }
 
-    async fn images_in_use(&self) -> Result<HashSet<String>, String> {
+    async fn container_image_refs(&self) -> Result<HashSet<String>, String> {
         let list = self
             .0
             .runtime
@@ -293,34 +301,13 @@ impl ImageRuntime for CriImages {
             .await
             .map_err(|s| s.message().to_string())?
             .into_inner();
-        // A container names its image by ID or by a digest reference (image_ref, and
-        // the image it was created from); either makes that image in use.
-        let refs: HashSet<String> = list
+        // image_ref, and the image the container was created from.
+        Ok(list
             .containers
             .into_iter()
             .flat_map(|c| [Some(c.image_ref), c.image.map(|i| i.image)])
             .flatten()
             .filter(|s| !s.is_empty())
-            .collect();
-        let images = self
-            .0
-            .images
-            .clone()
-            .list_images(api::ListImagesRequest::default())
-            .await
-            .map_err(|s| s.message().to_string())?
-            .into_inner();
-        Ok(images
-            .images
-            .into_iter()
-            .filter(|i| {
-                refs.contains(&i.id)
-                    || i.repo_digests
-                        .iter()
-                        .chain(&i.repo_tags)
-                        .any(|r| refs.contains(r))
-            })
-            .map(|i| i.id)
             .collect())
     }
 
@@ -449,6 +436,7 @@ mod tests {
                 .iter()
                 .map(|(id, size, pinned)| Image {
                     id: id.to_string(),
+                    refs: vec![format!("registry.example/{id}:1")],
                     size: *size,
                     pinned: *pinned,
                 })
@@ -469,7 +457,7 @@ mod tests {
         async fn images(&self) -> Result<Vec<Image>, String> {
             Ok(self.images.lock().unwrap().clone())
         }
-        async fn images_in_use(&self) -> Result<HashSet<String>, String> {
+        async fn container_image_refs(&self) -> Result<HashSet<String>, String> {
             Ok(self.in_use.lock().unwrap().clone())
         }
         async fn image_fs(&self) -> Result<FsSpace, String> {
@@ -583,14 +571,13 @@ mod tests {
             1000,
             900,
         );
-        rt.use_images(&["b"]);
+        // One container names its image by ID, another by reference.
+        rt.use_images(&["b", "registry.example/c:1"]);
         let mut gc = ImageGc::new(policy());
         let t0 = Instant::now();
         gc.detect(&rt, t0).await.unwrap();
         let done = gc.delete_unused(&rt, t0 + MIN).await;
-        let mut removed = done.removed.clone();
-        removed.sort();
-        assert_eq!(removed, vec!["a", "c"]);
-        assert_eq!(done.freed, 4);
+        assert_eq!(done.removed, vec!["a"]);
+        assert_eq!(done.freed, 1);
     }
 }
