@@ -49,18 +49,19 @@ impl Ctx<'_> {
         owned.push(condition(SCHEDULED, true, "", ""));
         for mut c in owned {
             c.observed_generation = self.pod.metadata.generation;
-            let previous = old_conditions
-                .iter()
-                .find(|o| o.type_ == c.type_ && o.status == c.status);
-            c.last_transition_time = Some(
-                previous
-                    .and_then(|p| p.last_transition_time.clone())
-                    .unwrap_or_else(|| now.clone()),
-            );
+            c.last_transition_time = Some(transition_time(old_conditions, &c, now));
             conditions.push(c);
         }
         conditions
     }
+}
+
+/// When condition `c` last changed: the old one's time while its status holds, else now.
+pub fn transition_time(old: &[PodCondition], c: &PodCondition, now: &Time) -> Time {
+    old.iter()
+        .find(|o| o.type_ == c.type_ && o.status == c.status)
+        .and_then(|o| o.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone())
 }
 
 pub(super) fn condition(type_: &str, status: bool, reason: &str, message: &str) -> PodCondition {

@@ -537,6 +537,7 @@ pub fn container_should_restart(c: &Container, spec: &PodSpec, exit_code: i32) -
 /// restarted; Succeeded or Failed once every app container stopped for good. Sidecars
 /// only hold the pod in Pending until they have started.
 mod conditions;
+pub use conditions::transition_time;
 mod phase;
 #[cfg(test)]
 mod tests;

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
 
-use super::{field_path, now, pod_name, Next, Worker};
+use super::{now, pod_name, Next, Worker};
 use crate::cluster::Cluster;
 use crate::runtime_state::PodRuntime;
-use crate::status::ContainerState;
 
 /// What the node decided about a pod: stop it for good and say why.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,39 +57,10 @@ impl<C: Cluster> Worker<C> {
             self.cluster
                 .event(pod, None, "Warning", &ev.reason, &ev.message);
         }
-        let running: Vec<_> = rt
-            .containers
-            .iter()
-            .filter(|c| c.state == ContainerState::Running)
-            .cloned()
-            .collect();
-        for c in &running {
-            self.probes.forget(&c.id);
+        if let Err(why) = self.stop_pod(pod, rt, ev.grace_seconds).await {
+            tracing::warn!(pod = %pod_name(pod), error = %why, "stop an evicted pod; retrying");
+            return Next::After(Duration::from_secs(1));
         }
-        let stops = running.iter().map(|c| {
-            self.cluster.event(
-                pod,
-                Some(field_path(pod, &c.name)),
-                "Normal",
-                "Killing",
-                &format!("Stopping container {}", c.name),
-            );
-            let spec = super::all_containers(pod).find(|s| s.name == c.name);
-            self.kill_container(pod, spec, &c.id, ev.grace_seconds)
-        });
-        for r in futures::future::join_all(stops).await {
-            if let Err(e) = r {
-                tracing::warn!(pod = %pod_name(pod), error = %e.message(), "stop container of an evicted pod; retrying");
-                return Next::After(Duration::from_secs(1));
-            }
-        }
-        self.stop_sandboxes(rt).await;
-        let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
-        if let Err(e) = gantry_volumes::remove_pod_dir(&layout, &self.uid) {
-            tracing::warn!(pod = %pod_name(pod), error = %e, "tear down the volumes of an evicted pod; retrying");
-            return Next::After(Duration::from_secs(2));
-        }
-        self.volumes.forget();
         let after = PodRuntime::read(&self.cri, &self.uid, &self.node.node_name)
             .await
             .unwrap_or_default();
@@ -100,14 +70,10 @@ impl<C: Cluster> Worker<C> {
         status.message = Some(ev.message.clone());
         if let Some(wanted) = &ev.condition {
             let conditions = status.conditions.get_or_insert_with(Vec::new);
-            let old = conditions.iter().position(|c| c.type_ == wanted.type_);
             let mut c = wanted.clone();
-            let kept = old
-                .map(|i| conditions.remove(i))
-                .filter(|o| o.status == c.status)
-                .and_then(|o| o.last_transition_time);
-            c.last_transition_time = Some(kept.unwrap_or_else(now));
+            c.last_transition_time = Some(crate::status::transition_time(conditions, &c, &now()));
             c.observed_generation = pod.metadata.generation;
+            conditions.retain(|o| o.type_ != c.type_);
             conditions.push(c);
         }
         self.cluster.report_status(pod, status);

@@ -22,51 +22,10 @@ impl<C: Cluster> Worker<C> {
             .deletion_grace_period_seconds
             .unwrap_or_else(|| super::termination_grace(pod))
             .max(0);
-        let running = |kind: &str| {
-            rt.containers
-                .iter()
-                .filter(|c| c.state == ContainerState::Running)
-                .filter(|c| {
-                    let is_sidecar = self.is_sidecar(pod, &c.name);
-                    if kind == "sidecar" {
-                        is_sidecar
-                    } else {
-                        !is_sidecar
-                    }
-                })
-                .cloned()
-                .collect::<Vec<_>>()
-        };
-        for group in [running("app"), running("sidecar")] {
-            let stops = group.iter().map(|c| {
-                self.cluster.event(
-                    pod,
-                    Some(field_path(pod, &c.name)),
-                    "Normal",
-                    "Killing",
-                    &format!("Stopping container {}", c.name),
-                );
-                let spec = super::all_containers(pod).find(|s| s.name == c.name);
-                self.kill_container(pod, spec, &c.id, grace)
-            });
-            // Stops run concurrently: each container gets the whole grace period.
-            for r in futures::future::join_all(stops).await {
-                if let Err(e) = r {
-                    tracing::warn!(pod = %pod_name(pod), error = %e.message(), "stop container");
-                    return Next::After(Duration::from_secs(2));
-                }
-            }
+        if let Err(why) = self.stop_pod(pod, rt, grace).await {
+            tracing::warn!(pod = %pod_name(pod), error = %why, "stop the pod; retrying");
+            return Next::After(Duration::from_secs(2));
         }
-        self.stop_sandboxes(rt).await;
-        // The pod's volumes go once its containers have stopped, and before the API
-        // object does: as upstream, a deleted pod is gone from the API only when its
-        // resources on the node are reclaimed.
-        let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
-        if let Err(e) = gantry_volumes::remove_pod_dir(&layout, &self.uid) {
-            tracing::warn!(pod = %pod_name(pod), error = %e, "remove the pod's volumes; retrying");
-            return Next::After(Duration::from_secs(5));
-        }
-        self.volumes.forget();
         if let Desired::Pod(_) = desired {
             let after = PodRuntime::read(&self.cri, &self.uid, &self.node.node_name)
                 .await
@@ -85,6 +44,53 @@ impl<C: Cluster> Worker<C> {
             }
         }
         Next::Done
+    }
+
+    /// Stops the pod: app containers first, then sidecars, each group concurrently with
+    /// `grace` seconds each (Killing events, preStop hooks); then its sandboxes; then its
+    /// volumes, so what they hold goes back to the node. Shared by deletion and by
+    /// eviction, which keeps the API object.
+    pub(super) async fn stop_pod(
+        &mut self,
+        pod: &Pod,
+        rt: &PodRuntime,
+        grace: i64,
+    ) -> Result<(), String> {
+        let running = |sidecars: bool| {
+            rt.containers
+                .iter()
+                .filter(|c| c.state == ContainerState::Running)
+                .filter(|c| self.is_sidecar(pod, &c.name) == sidecars)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        for group in [running(false), running(true)] {
+            for c in &group {
+                self.probes.forget(&c.id);
+            }
+            let stops = group.iter().map(|c| {
+                self.cluster.event(
+                    pod,
+                    Some(field_path(pod, &c.name)),
+                    "Normal",
+                    "Killing",
+                    &format!("Stopping container {}", c.name),
+                );
+                let spec = super::all_containers(pod).find(|s| s.name == c.name);
+                self.kill_container(pod, spec, &c.id, grace)
+            });
+            for r in futures::future::join_all(stops).await {
+                r.map_err(|e| format!("stop container: {}", e.message()))?;
+            }
+        }
+        self.stop_sandboxes(rt).await;
+        // As upstream, the pod's volumes go once its containers have stopped, and a
+        // deleted pod leaves the API only when its resources on the node are reclaimed.
+        let layout = gantry_volumes::Layout::new(&self.node.volumes_root);
+        gantry_volumes::remove_pod_dir(&layout, &self.uid)
+            .map_err(|e| format!("remove the pod's volumes: {e}"))?;
+        self.volumes.forget();
+        Ok(())
     }
 
     pub(super) fn is_sidecar(&self, pod: &Pod, name: &str) -> bool {
