@@ -159,12 +159,12 @@ mod tests {
         assert_eq!(PathBuf::from(&got[1].host_path), hosts);
     }
 
-    #[test]
-    fn a_mount_of_an_unknown_volume_names_it() {
+    /// Why the mounts of a pod whose container mounts `mounts` are refused.
+    fn refusal(mounts: serde_json::Value) -> String {
         let root = tempfile::tempdir().unwrap();
-        let p = pod(json!([{"name": "nope", "mountPath": "/x"}]));
+        let p = pod(mounts);
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let e = container_mounts(
+        container_mounts(
             &Layout::new(root.path()),
             &p,
             c,
@@ -172,7 +172,12 @@ mod tests {
             &BTreeMap::new(),
             None,
         )
-        .unwrap_err();
+        .unwrap_err()
+    }
+
+    #[test]
+    fn a_mount_of_an_unknown_volume_names_it() {
+        let e = refusal(json!([{"name": "nope", "mountPath": "/x"}]));
         assert_eq!(
             e,
             r#"cannot find volume "nope" to mount into container "app""#
@@ -234,18 +239,8 @@ mod tests {
 
     #[test]
     fn a_sub_path_expr_with_an_unset_variable_is_refused() {
-        let root = tempfile::tempdir().unwrap();
-        let p = pod(json!([{"name": "data", "mountPath": "/b", "subPathExpr": "$(MISSING)/x"}]));
-        let c = &p.spec.as_ref().unwrap().containers[0];
-        let e = container_mounts(
-            &Layout::new(root.path()),
-            &p,
-            c,
-            &volume(root.path()),
-            &BTreeMap::new(),
-            None,
-        )
-        .unwrap_err();
+        let e =
+            refusal(json!([{"name": "data", "mountPath": "/b", "subPathExpr": "$(MISSING)/x"}]));
         assert!(e.contains("MISSING"), "{e}");
     }
 }
