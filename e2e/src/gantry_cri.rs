@@ -28,6 +28,8 @@ pub struct GantryCri {
     pub state_dir: PathBuf,
     /// Its persistent state directory (sandbox files, CNI result cache).
     pub root_dir: PathBuf,
+    /// Where it serves its operation metrics (`--metrics-bind-address`), host:port.
+    pub metrics_addr: String,
     name: String,
     args: Vec<std::ffi::OsString>,
     restarts: u32,
@@ -65,6 +67,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<GantryCri> {
     let state_dir = dir.join("state");
     let root_dir = dir.join("root");
     let ctd = &bed.containerd;
+    let metrics_addr = format!("127.0.0.1:{}", crate::bed::free_port()?);
     let mut cmd = Command::new(paths::gantry_bin()?);
     cmd.arg("cri")
         .arg("--listen")
@@ -87,7 +90,9 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<GantryCri> {
         .arg("--runc-root")
         .arg(ctd.runc_root())
         .arg("--default-cgroup-parent")
-        .arg(format!("/{cgroup_root}"));
+        .arg(format!("/{cgroup_root}"))
+        .arg("--metrics-bind-address")
+        .arg(&metrics_addr);
     let args = cmd.get_args().map(|a| a.to_os_string()).collect();
     let process = bed.state.spawn(name, cmd)?;
     let cri = GantryCri {
@@ -98,6 +103,7 @@ pub fn start(bed: &mut Bed, name: &str) -> Result<GantryCri> {
         cgroup_root,
         state_dir,
         root_dir,
+        metrics_addr,
         name: name.to_string(),
         args,
         restarts: 0,

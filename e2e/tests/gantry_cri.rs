@@ -123,6 +123,38 @@ fn crictl_image_commands_work_against_gantry_cri() -> Result<()> {
         "pull leases left in containerd: {leases}"
     );
 
+    // The CRI's own metrics on --metrics-bind-address count what crictl asked: the five
+    // pulls so far, and a status request for an image that is not there.
+    let missing = cri
+        .crictl()?
+        .args(["inspecti", "registry.k8s.io/no-such-image:1"])
+        .output()?;
+    ensure!(
+        !missing.status.success(),
+        "crictl inspecti of a missing image succeeded"
+    );
+    let (code, metrics) = gantry_e2e::http::http_get(&cri.metrics_addr, "/metrics")?;
+    ensure!(code == 200, "GET /metrics on {}: {code}", cri.metrics_addr);
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let pulls = value(r#"gantry_cri_operations_total{operation_type="pull_image"}"#);
+    ensure!(
+        pulls >= 5.0,
+        "gantry_cri_operations_total counts {pulls} pull_image calls, crictl made 5:\n{metrics}"
+    );
+    let statuses = value(r#"gantry_cri_operations_total{operation_type="image_status"}"#);
+    ensure!(statuses >= 1.0, "no image_status call counted:\n{metrics}");
+    ensure!(
+        metrics.contains("process_resident_memory_bytes "),
+        "no process metrics on {}:\n{metrics}",
+        cri.metrics_addr
+    );
+
     // One image, three tags: one ID; users from the image config.
     for tag in ["1", "2", "3"] {
         ok(
