@@ -139,6 +139,7 @@ pub async fn run(
         volumes_root: Some(opts.root_dir.clone()),
         volume_stats_every: parse_duration(&config.volume_stats_agg_period)
             .unwrap_or(std::time::Duration::from_secs(60)),
+        summaries: Arc::default(),
     };
     let image_gc = image_gc::SharedImageGc::new(config.image_gc_policy(), cri.clone());
     tokio::spawn(

@@ -87,10 +87,9 @@ pub struct EvictionManager<C: Cluster> {
 impl<C: Cluster> EvictionManager<C> {
     /// Runs until the task is dropped.
     pub async fn run(self) {
-        let summaries = summary::SummaryProvider::default();
         let mut state = State::default();
         loop {
-            match self.synchronize(&summaries, &mut state).await {
+            match self.synchronize(&mut state).await {
                 Some(uid) => self.wait_for_cleanup(&uid).await,
                 None => tokio::time::sleep(MONITORING_INTERVAL).await,
             }
@@ -113,22 +112,16 @@ impl<C: Cluster> EvictionManager<C> {
     }
 
     /// One round; returns the UID of the pod it evicted.
-    async fn synchronize(
-        &self,
-        summaries: &summary::SummaryProvider,
-        state: &mut State,
-    ) -> Option<String> {
+    async fn synchronize(&self, state: &mut State) -> Option<String> {
         if self.config.thresholds.is_empty() {
             return None;
         }
-        let summary = match summaries.summary(&self.backend).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = ?e, "eviction manager: pod stats");
-                None
-            }
+        // As upstream: without the pods' stats nothing can be ranked, so no round.
+        let summary = match self.summary().await {
+            Some(s) => s,
+            None => return None,
         };
-        let obs = self.observe(summary.as_ref());
+        let obs = self.observe(Some(&summary));
         let act = state.observe(&self.config, &obs, Instant::now());
         self.pressure.set(state.conditions.clone());
         let threshold = act.first()?.clone();
@@ -140,8 +133,11 @@ impl<C: Cluster> EvictionManager<C> {
             &format!("Attempting to reclaim {resource}"),
         );
         if self.reclaimer.reclaim(threshold.signal).await > 0 {
-            let after = self.observe(summary.as_ref());
-            if state::thresholds_met(&self.config.thresholds, &after, true).is_empty() {
+            // Observed afresh (imagefs comes from the summary), against the threshold
+            // reclaimed for (upstream's reclaimNodeLevelResources).
+            let fresh = self.summary().await;
+            let after = self.observe(fresh.as_ref());
+            if state::thresholds_met(std::slice::from_ref(&threshold), &after, true).is_empty() {
                 tracing::info!(
                     resource,
                     "eviction manager: able to reduce resource pressure without evicting pods"
@@ -154,7 +150,7 @@ impl<C: Cluster> EvictionManager<C> {
             tracing::warn!("eviction manager: eviction thresholds have been met, but no pods are active to evict");
             return None;
         }
-        let usage = summary.as_ref().map(pod_usage).unwrap_or_default();
+        let usage = pod_usage(&summary);
         rank::rank(threshold.signal, &mut pods, &usage);
         let met_info = act
             .iter()
@@ -200,6 +196,16 @@ impl<C: Cluster> EvictionManager<C> {
         }
         tracing::info!("eviction manager: unable to evict any pods from the node");
         None
+    }
+
+    async fn summary(&self) -> Option<summary::Summary> {
+        match self.backend.summaries.summary(&self.backend).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = ?e, "eviction manager: pod stats");
+                None
+            }
+        }
     }
 
     fn observe(&self, summary: Option<&summary::Summary>) -> Observations {

@@ -24,7 +24,6 @@ use super::authn::Authenticator;
 use super::authz::Authorizer;
 use super::reply::{text, Body};
 use super::router::Api;
-use super::summary::SummaryProvider;
 use super::tls::{cert_identity, server_config};
 use super::{Backend, ServerConfig};
 
@@ -66,7 +65,7 @@ pub async fn serve(
             backend.node_name.clone(),
             config.authz_webhook,
         ),
-        summary: SummaryProvider::default(),
+        summary: backend.summaries.clone(),
         backend,
         stop: token.clone(),
     });

@@ -74,6 +74,9 @@ pub struct Backend {
     pub volumes_root: Option<std::path::PathBuf>,
     /// volumeStatsAggPeriod: how old a volume's walked usage may get.
     pub volume_stats_every: std::time::Duration,
+    /// The summary's state (CPU sample, walked volume usage), one per node: shared by
+    /// /stats/summary, /metrics and the eviction manager, so volumes are walked once.
+    pub summaries: Arc<summary::SummaryProvider>,
 }
 
 /// Serves the API until `stop` resolves: the listeners close, connections in flight

@@ -24,7 +24,7 @@ pub struct Api {
     pub backend: Backend,
     pub authn: Authenticator,
     pub authz: Authorizer,
-    pub summary: SummaryProvider,
+    pub summary: Arc<SummaryProvider>,
     /// Cancelled when the server stops; long-lived streams end with it.
     pub stop: CancellationToken,
 }

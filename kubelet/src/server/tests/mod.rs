@@ -50,5 +50,6 @@ pub fn backend(fake: &FakeRuntime, pods: Vec<Pod>) -> Backend {
         pods: Arc::new(move || pods.clone()),
         volumes_root: None,
         volume_stats_every: std::time::Duration::from_secs(60),
+        summaries: Arc::default(),
     }
 }
