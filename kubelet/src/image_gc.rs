@@ -77,7 +77,9 @@ pub trait ImageRuntime {
 
 #[derive(Clone, Copy, Debug)]
 struct Record {
-    first_detected: Instant,
+    /// None: already there when the agent started, so of unknown age (upstream's zero
+    /// time), old enough for any minimum age.
+    first_detected: Option<Instant>,
     last_used: Instant,
     size: u64,
     pinned: bool,
@@ -87,6 +89,8 @@ struct Record {
 pub struct ImageGc {
     policy: Policy,
     records: HashMap<String, Record>,
+    /// The images were detected at least once.
+    initialized: bool,
 }
 
 /// What one collection did.
@@ -101,6 +105,7 @@ impl ImageGc {
         ImageGc {
             policy,
             records: HashMap::new(),
+            initialized: false,
         }
     }
 
@@ -120,9 +125,10 @@ impl ImageGc {
             .collect();
         let present: HashSet<&str> = images.iter().map(|i| i.id.as_str()).collect();
         self.records.retain(|id, _| present.contains(id.as_str()));
+        let first_detected = std::mem::replace(&mut self.initialized, true).then_some(now);
         for image in &images {
             let record = self.records.entry(image.id.clone()).or_insert(Record {
-                first_detected: now,
+                first_detected,
                 last_used: now,
                 size: image.size,
                 pinned: image.pinned,
@@ -155,10 +161,14 @@ impl ImageGc {
                 .into_iter()
                 .filter(|id| now.duration_since(self.records[id].last_used) > self.policy.max_age)
                 .collect();
+            let mut failures = Vec::new();
             for id in old {
                 if let Err(e) = self.remove(rt, &id, &mut done).await {
-                    return (done, Err(e));
+                    failures.push(e);
                 }
+            }
+            if !failures.is_empty() {
+                tracing::warn!(errors = %failures.join("; "), "image GC past the maximum age");
             }
         }
         if self.policy.high_threshold_percent >= 100 {
@@ -209,7 +219,8 @@ impl ImageGc {
             .filter(|(id, r)| {
                 !in_use.contains(*id)
                     && !r.pinned
-                    && now.duration_since(r.first_detected) >= self.policy.min_age
+                    && r.first_detected
+                        .is_none_or(|t| now.duration_since(t) >= self.policy.min_age)
             })
             .collect();
         list.sort_by(|a, b| {
@@ -529,9 +540,17 @@ mod tests {
 
     #[tokio::test]
     async fn young_in_use_and_pinned_images_are_kept_and_the_shortfall_is_reported() {
-        let rt = FakeRuntime::with(&[("young", 50, false), ("pause", 50, true)], 1000, 0);
+        let rt = FakeRuntime::with(&[("pause", 50, true)], 1000, 0);
         let mut gc = ImageGc::new(policy());
         let t0 = Instant::now();
+        gc.detect(&rt, t0).await.unwrap();
+        // Pulled after the agent started: its age counts from now.
+        rt.images.lock().unwrap().push(Image {
+            id: "young".into(),
+            refs: Vec::new(),
+            size: 50,
+            pinned: false,
+        });
         gc.detect(&rt, t0).await.unwrap();
         let (done, result) = gc.collect(&rt, t0 + Duration::from_secs(30)).await;
         assert!(done.removed.is_empty());
@@ -542,6 +561,16 @@ mod tests {
         // Once old enough, the young one goes; the pinned one never does.
         let (done, _) = gc.collect(&rt, t0 + MIN).await;
         assert_eq!(done.removed, vec!["young"]);
+    }
+
+    #[tokio::test]
+    async fn images_already_there_at_the_start_are_old_enough_at_once() {
+        // As upstream: after a restart, images of unknown age can go in the first round
+        // (else disk pressure right after a restart could only evict pods).
+        let rt = FakeRuntime::with(&[("old", 300, false)], 1000, 0);
+        let mut gc = ImageGc::new(policy());
+        let (done, _) = gc.collect(&rt, Instant::now()).await;
+        assert_eq!(done.removed, vec!["old"]);
     }
 
     #[tokio::test]
