@@ -316,7 +316,8 @@ fn pod_cgroups(
     let capacity = NodeAllocatable {
         milli_cpu: machine.cpus as i64 * 1000,
         memory: machine.memory_bytes as i64,
-        pids: pid_capacity(),
+        // The smaller of kernel.pid_max and kernel.threads-max (upstream's pidlimit).
+        pids: eviction::signals::pids(std::path::Path::new("/")).map_or(0, |o| o.capacity),
     };
     let allocatable = if enforces_pods(config) {
         let list = |m: &std::collections::BTreeMap<String, String>| {
@@ -333,23 +334,6 @@ fn pod_cgroups(
         .context("set up the node's pod cgroups")?;
     tracing::info!(kubepods = %cgroups.kubepods(), cpu_millis = allocatable.milli_cpu, memory = allocatable.memory, pids = allocatable.pids, "pod cgroups ready");
     Ok(Some(Arc::new(cgroups)))
-}
-
-/// The node's process-ID capacity: the smaller of kernel.pid_max and
-/// kernel.threads-max (upstream's pidlimit stats).
-fn pid_capacity() -> i64 {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-    };
-    match (
-        read("/proc/sys/kernel/pid_max"),
-        read("/proc/sys/kernel/threads-max"),
-    ) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b).unwrap_or(0),
-    }
 }
 
 /// The kubelet API's settings: the configured serving certificate, or a self-signed

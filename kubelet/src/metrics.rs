@@ -77,9 +77,14 @@ pub fn register_node(node_name: &str, embedded_cri: bool) {
 
 /// The eviction manager evicted a pod for `signal` (upstream's eviction signal name,
 /// e.g. "memory.available").
-#[allow(dead_code)] // called by the eviction manager
 pub fn record_eviction(signal: &str) {
-    global().evictions.with_label_values(&[signal]).inc();
+    global().record_eviction(signal);
+}
+
+impl KubeletMetrics {
+    fn record_eviction(&self, signal: &str) {
+        self.evictions.with_label_values(&[signal]).inc();
+    }
 }
 
 #[cfg(test)]
@@ -90,9 +95,9 @@ mod tests {
     fn evictions_count_by_signal() {
         let r = Registry::new();
         let m = KubeletMetrics::new(&r).unwrap();
-        m.evictions.with_label_values(&["memory.available"]).inc();
-        m.evictions.with_label_values(&["memory.available"]).inc();
-        m.evictions.with_label_values(&["nodefs.available"]).inc();
+        m.record_eviction("memory.available");
+        m.record_eviction("memory.available");
+        m.record_eviction("nodefs.available");
         let mut buf = Vec::new();
         prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut buf)
             .unwrap();

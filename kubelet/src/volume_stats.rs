@@ -82,7 +82,10 @@ impl UsageCache {
     pub fn get(&self, dir: &Path, every: Duration) -> Option<DirUsage> {
         let now = Instant::now();
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, e| now.duration_since(e.asked) < every.max(Duration::from_secs(60)) * 5);
+        if !map.contains_key(dir) {
+            // A new volume: a good time to forget those nobody asked about for long.
+            map.retain(|_, e| now.duration_since(e.asked) < every.max(Duration::from_secs(60)) * 5);
+        }
         let e = map.entry(dir.to_path_buf()).or_insert(Entry {
             usage: None,
             walking: false,

@@ -80,16 +80,14 @@ pub fn memory(root: &Path) -> Result<Observation, String> {
 
 /// (bytes, inodes) of the filesystem holding `path`.
 pub fn filesystem(path: &Path) -> Result<(Observation, Observation), String> {
-    let st =
-        nix::sys::statvfs::statvfs(path).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
-    let frag = st.fragment_size() as i64;
+    let u = crate::node_stats::fs_usage(path).map_err(|e| e.to_string())?;
     let bytes = Observation {
-        available: st.blocks_available() as i64 * frag,
-        capacity: st.blocks() as i64 * frag,
+        available: u.available as i64,
+        capacity: u.capacity as i64,
     };
     let inodes = Observation {
-        available: st.files_free() as i64,
-        capacity: st.files() as i64,
+        available: u.inodes_free as i64,
+        capacity: u.inodes as i64,
     };
     Ok((bytes, inodes))
 }
