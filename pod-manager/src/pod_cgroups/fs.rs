@@ -264,18 +264,15 @@ impl CgroupFs {
 
     /// The names of the child cgroups of `name`.
     pub fn children(&self, name: &str) -> Vec<String> {
-        let Some(dir) = self.dirs(name).into_iter().find(|d| d.is_dir()) else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = std::fs::read_dir(dir)
+        // In every hierarchy: a removal that failed half-way leaves a child in some.
+        let all: std::collections::BTreeSet<String> = self
+            .dirs(name)
             .into_iter()
-            .flatten()
-            .flatten()
+            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
-        out.sort();
-        out
+        all.into_iter().collect()
     }
 
     /// Whether any process runs in cgroup `name` or below, in any hierarchy.

@@ -144,6 +144,9 @@ impl PodCgroups {
     }
 
     fn remove_locked(&self, state: &mut State, uid: &str) -> Result<(), CgroupError> {
+        // Forgotten first: if a removal fails (a process still in it), the orphan sweep
+        // finds the cgroup and removes it once it is empty.
+        state.applied.remove(uid);
         state.burstable.remove(uid);
         self.update_burstable(state)?;
         for class in ["", BURSTABLE, BEST_EFFORT] {
@@ -153,7 +156,6 @@ impl PodCgroups {
             );
             self.fs.remove(&name)?;
         }
-        state.applied.remove(uid);
         Ok(())
     }
 

@@ -388,6 +388,25 @@ fn orphaned_pod_cgroups_go_once_empty_and_live_ones_stay() {
 }
 
 #[test]
+fn a_pod_cgroup_whose_removal_failed_is_swept_once_it_can_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let cgroups = PodCgroups::start(fake_v1(d), "/node", allocatable(), -1).unwrap();
+    cgroups.ensure(&best_effort("x")).unwrap();
+    // The last hierarchy's cgroup cannot be removed (a stand-in for EBUSY): the others go.
+    let stuck = d.join("systemd/node/kubepods/besteffort/podx");
+    std::fs::remove_dir(&stuck).unwrap();
+    std::fs::write(&stuck, "").unwrap();
+    assert!(cgroups.remove("x").is_err());
+    assert!(!d.join("memory/node/kubepods/besteffort/podx").exists());
+    // Once it can go, the sweep (the pod is no longer live) removes it.
+    std::fs::remove_file(&stuck).unwrap();
+    std::fs::create_dir(&stuck).unwrap();
+    assert_eq!(cgroups.remove_orphans(&HashSet::new()), ["x"]);
+    assert!(!stuck.exists());
+}
+
+#[test]
 fn a_missing_cgroup_root_is_refused_as_upstream() {
     let tmp = tempfile::tempdir().unwrap();
     let err = PodCgroups::start(fake_v1(tmp.path()), "/elsewhere", allocatable(), -1)
