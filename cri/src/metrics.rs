@@ -105,9 +105,18 @@ pub async fn serve(
     use hyper::service::service_fn;
     tracing::info!(address = %listener.local_addr()?, "serving CRI metrics");
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => r?,
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             _ = stop.wait() => return Ok(()),
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, say: the server goes on once the pressure passes.
+                tracing::warn!(error = %e, "CRI metrics: accept");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         tokio::spawn(async move {
             let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {

@@ -58,17 +58,8 @@ impl CriServer {
     }
 }
 
-/// Serves the CRI on `config.listen` until `shutdown` completes. A stale socket file
-/// left by a crash is replaced; the socket is only for root (mode 0600), like
-/// containerd's.
-pub async fn serve(
-    config: CriConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    serve_until(config, Stop::new(shutdown)).await
-}
-
-/// As `serve`, until `stop`.
+/// Serves the CRI on `config.listen` until `stop`. A stale socket file left by a crash
+/// is replaced; the socket is only for root (mode 0600), like containerd's.
 pub async fn serve_until(config: CriConfig, stop: Stop) -> Result<()> {
     let server = start(&config, stop.clone()).await?;
     serve_socket(server, &config.listen, stop).await

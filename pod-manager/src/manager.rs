@@ -491,10 +491,9 @@ impl<C: Cluster> PodManager<C> {
     }
 }
 
-/// Whether two versions of a pod ask the same of the node: spec, labels,
-/// annotations and deletion.
 /// The pod as a source shows it, for the pod startup SLI (upstream's
-/// ObservedPodOnWatch): static pods never show a status and are never observed.
+/// ObservedPodOnWatch). A pod without a start time is tracked from here (a static pod
+/// shows no status, so it is tracked from its first sighting).
 fn observe_startup(uid: &str, pod: &Pod) {
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.phase.as_deref());
@@ -531,6 +530,8 @@ fn observe_startup(uid: &str, pod: &Pod) {
     }
 }
 
+/// Whether two versions of a pod ask the same of the node: spec, labels,
+/// annotations and deletion.
 fn same_intent(a: &Pod, b: &Pod) -> bool {
     a.spec == b.spec
         && a.metadata.labels == b.metadata.labels

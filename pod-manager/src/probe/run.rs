@@ -219,14 +219,16 @@ async fn open(
     Ok(Box::new(tls))
 }
 
-pub(crate) async fn run_http(
+/// One HTTP GET, bounded by `timeout`: the status and body, or why the request failed
+/// (in Go's client words, naming the URL).
+pub(crate) async fn http_get(
     scheme: Scheme,
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
     timeout: Duration,
-) -> Outcome {
+) -> Result<(u16, Bytes), String> {
     let url = format!("{}://{}{path}", scheme.prefix(), format_addr(host, port));
     let attempt = async {
         let stream = open(scheme, host, port, timeout).await?;
@@ -265,14 +267,29 @@ pub(crate) async fn run_http(
         Ok::<_, String>((status, body))
     };
     match tokio::time::timeout(timeout, attempt).await {
-        Err(_) => Outcome::Failure(format!(
+        Err(_) => Err(format!(
             "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
         )),
-        Ok(Err(e)) => Outcome::Failure(format!("Get {url:?}: {e}")),
-        Ok(Ok((status, _))) if (200..400).contains(&status) => Outcome::Success,
-        Ok(Ok((status, body))) => {
+        Ok(Err(e)) => Err(format!("Get {url:?}: {e}")),
+        Ok(Ok(answer)) => Ok(answer),
+    }
+}
+
+/// An HTTP probe: a status from 200 to 399 passes.
+pub(crate) async fn run_http(
+    scheme: Scheme,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Outcome {
+    match http_get(scheme, host, port, path, headers, timeout).await {
+        Err(e) => Outcome::Failure(e),
+        Ok((status, _)) if (200..400).contains(&status) => Outcome::Success,
+        Ok((status, body)) => {
             // Upstream keeps the body out of the message (it only logs it).
-            tracing::debug!(%url, status, body = %String::from_utf8_lossy(&body[..body.len().min(MAX_BODY)]), "HTTP probe failed");
+            tracing::debug!(host, port, path, status, body = %String::from_utf8_lossy(&body[..body.len().min(MAX_BODY)]), "HTTP probe failed");
             Outcome::Failure(format!("HTTP probe failed with statuscode: {status}"))
         }
     }

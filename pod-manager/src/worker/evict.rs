@@ -50,6 +50,11 @@ impl<C: Cluster> Worker<C> {
     pub(super) async fn evict(&mut self, pod: &Pod, rt: &PodRuntime, ev: &Eviction) -> Next {
         let announce = {
             let mut slot = lock(&self.eviction);
+            if slot.done {
+                // Stopped and reported; the status manager keeps the report until it
+                // is posted.
+                return Next::Idle;
+            }
             !std::mem::replace(&mut slot.announced, true)
         };
         if announce {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 
 use super::{field_path, Worker};
 use crate::cluster::Cluster;
-use crate::probe::run::{self, Exec, Outcome};
+use crate::probe::run::{self, Exec};
 
 /// Upstream never lets a stop have less than this after a preStop hook.
 const MINIMUM_GRACE_SECONDS: i64 = 2;
@@ -136,13 +136,10 @@ impl<C: Cluster> Worker<C> {
                 .unwrap_or_else(|| self.pod_ip.clone());
             let timeout = limit.unwrap_or(Duration::from_secs(60));
             // Upstream fails an HTTP hook only when the request fails, not on its status.
-            return match run::run_http(scheme, &host, port, &path, &headers, timeout).await {
-                Outcome::Failure(e) if !e.starts_with("HTTP probe failed with statuscode") => {
-                    Err(fail(e))
-                }
-                Outcome::Error(e) => Err(fail(e)),
-                _ => Ok(()),
-            };
+            return run::http_get(scheme, &host, port, &path, &headers, timeout)
+                .await
+                .map(|_| ())
+                .map_err(fail);
         }
         if let Some(sleep) = &handler.sleep {
             tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;

@@ -83,7 +83,8 @@ pub struct Worker<C> {
     /// Volume set-ups that failed in a row (their retry backs off).
     mount_failures: u32,
     probes: Probes,
-    /// The pod's first IP (hooks' default HTTP host).
+    /// The pod's first IP (hooks' default HTTP host), from its ready sandbox: set when
+    /// the pod runs and when it is stopped.
     pod_ip: String,
     /// The node's decision to end the pod (eviction, admission rejection), if any.
     eviction: SharedEviction,

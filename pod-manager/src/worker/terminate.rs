@@ -56,6 +56,11 @@ impl<C: Cluster> Worker<C> {
         rt: &PodRuntime,
         grace: i64,
     ) -> Result<(), String> {
+        // preStop httpGet hooks without a host go to the pod's IP, from the runtime: a
+        // worker may stop a pod it never ran (after an agent restart).
+        if let Some(sandbox) = rt.ready_sandbox() {
+            self.pod_ip = super::first_pod_ip(pod, sandbox, &self.node);
+        }
         let running = |sidecars: bool| {
             rt.containers
                 .iter()
