@@ -36,12 +36,13 @@ pub enum Runtime<'a> {
     Gantry(&'a GantryCri),
 }
 
+/// The bed nodes' evictionHard memory.available (upstream's default).
+pub const EVICTION_HARD_MEMORY: &str = "100Mi";
+
 /// The KubeletConfiguration both kinds of node get in the bed (the same file format
 /// for the upstream kubelet and `gantry node`): cgroupfs under the node's cgroup root,
 /// the node's bridge address, free ports, webhook authentication and authorization
 /// with the bed's CA, the bed's cluster DNS, logs under the node's directory.
-/// The bed nodes' evictionHard memory.available (upstream's default).
-pub const EVICTION_HARD_MEMORY: &str = "100Mi";
 
 pub fn kubelet_config(
     bed: &Bed,

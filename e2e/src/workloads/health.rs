@@ -142,7 +142,7 @@ pub(super) fn probes_drive_restarts_and_readiness(k: &Kubectl) -> Result<()> {
         .as_str()
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .map(|t| jiff::Timestamp::now().duration_since(t).as_secs())
-        .unwrap_or(0);
+        .with_context(|| format!("startup-file runs without a startedAt: {s}"))?;
     ensure!(
         running_for < 15,
         "startup-file was first seen running {running_for}s after its start, too late to see its startup probe hold it back"
