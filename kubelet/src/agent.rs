@@ -83,8 +83,9 @@ pub async fn run(
     prepare_root_dir(&opts.root_dir)?;
     // Validated with the configuration: this cannot fail here.
     let thresholds = Thresholds::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
-    let pressure = eviction::Pressure::default();
     let machine = Machine::read(&opts.root_dir);
+    let reserved = node_reserved(config, &machine, &thresholds);
+    let pressure = eviction::Pressure::default();
     let agent = NodeAgent {
         spec: NodeSpec {
             name: opts.node_name.clone(),
@@ -97,7 +98,7 @@ pub async fn run(
                 .unwrap_or(std::time::Duration::from_secs(10)),
             report_every: parse_duration(&config.node_status_report_frequency)
                 .unwrap_or(std::time::Duration::from_secs(300)),
-            reserved: node_reserved(config, &machine, &thresholds),
+            reserved,
         },
         client: client.clone(),
         cri: cri.clone(),
@@ -107,12 +108,11 @@ pub async fn run(
     };
     agent.register().await?;
     events.node_event("Normal", "Starting", "Starting kubelet.");
-    let machine = agent.machine.clone();
     tokio::spawn(async move { agent.run().await });
 
     let cluster = ApiCluster::new(client.clone(), events.clone(), limiter);
     tokio::spawn(cluster.clone().post_statuses());
-    let node = node_context(config, &opts, &machine);
+    let node = node_context(config, &opts, &machine, &reserved);
     let cgroups = pod_cgroups(config, &machine)?;
     if cgroups.is_some() && enforces_pods(config) {
         events.node_event(
@@ -197,7 +197,13 @@ async fn run_standalone(
     tracing::info!(static_pod_path = %config.static_pod_path, "standalone: no API server; running static pods only");
     prepare_root_dir(&opts.root_dir)?;
     let machine = Machine::read(&opts.root_dir);
-    let node = node_context(config, &opts, &machine);
+    let thresholds = Thresholds::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
+    let node = node_context(
+        config,
+        &opts,
+        &machine,
+        &node_reserved(config, &machine, &thresholds),
+    );
     let cgroups = pod_cgroups(config, &machine)?;
     let manager = PodManager::new(
         cri.clone(),
@@ -270,14 +276,13 @@ fn node_reserved(
 }
 
 /// What the node contributes to every pod's configs.
-fn node_context(config: &KubeletConfiguration, opts: &Options, machine: &Machine) -> NodeContext {
-    let (cpu, memory, storage) = Thresholds::from_config(config)
-        .map(|t| node_reserved(config, machine, &t).allocatable(machine))
-        .unwrap_or((
-            machine.cpus as i64 * 1000,
-            machine.memory_bytes as i64,
-            machine.ephemeral_storage_bytes as i64,
-        ));
+fn node_context(
+    config: &KubeletConfiguration,
+    opts: &Options,
+    machine: &Machine,
+    reserved: &crate::node::Reserved,
+) -> NodeContext {
+    let (cpu, memory, storage) = reserved.allocatable(machine);
     NodeContext {
         node_name: opts.node_name.clone(),
         node_ips: vec![opts.node_ip.clone()],

@@ -531,10 +531,6 @@ impl KubeletConfiguration {
             ("syncFrequency", &self.sync_frequency),
             ("imageMinimumGCAge", &self.image_minimum_gc_age),
             ("imageMaximumGCAge", &self.image_maximum_gc_age),
-            (
-                "evictionPressureTransitionPeriod",
-                &self.eviction_pressure_transition_period,
-            ),
             ("volumeStatsAggPeriod", &self.volume_stats_agg_period),
         ] {
             if parse_duration(v).is_none() {

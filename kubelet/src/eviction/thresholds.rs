@@ -417,11 +417,16 @@ mod tests {
             eviction_pressure_transition_period: "soon".into(),
             ..Default::default()
         };
-        assert!(e
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("evictionPressureTransitionPeriod"));
+        let problems = e.validate().unwrap_err().problems;
+        assert_eq!(
+            problems,
+            vec![Thresholds::from_config(&e).unwrap_err()],
+            "named once, by the thresholds' own check"
+        );
+        assert!(
+            problems[0].contains("evictionPressureTransitionPeriod"),
+            "{problems:?}"
+        );
     }
 
     #[test]
