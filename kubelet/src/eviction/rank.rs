@@ -4,7 +4,8 @@
 //! Memory: pods whose working set exceeds their memory request first, then by priority
 //! (lowest first), then by how far their usage exceeds their request (most first). Disk:
 //! the same with the pod's ephemeral storage use. PIDs: by priority, then by process
-//! count. A pod without stats goes before any pod with them, as upstream.
+//! count. For memory and disk, a pod without stats goes before any pod with them, as
+//! upstream.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -81,14 +82,17 @@ fn use_and_request(signal: Signal, pod: &Pod, u: &PodUsage) -> (i64, i64) {
 pub fn rank(signal: Signal, pods: &mut [Pod], usage: &Usage) {
     pods.sort_by(|a, b| {
         let (ua, ub) = (usage.get(uid(a)), usage.get(uid(b)));
-        let (Some(ua), Some(ub)) = (ua, ub) else {
-            return true_first(ua.is_none(), ub.is_none());
-        };
         if signal == Signal::PidAvailable {
+            let processes = |u: Option<&PodUsage>| u.and_then(|u| u.processes).unwrap_or(0);
             return priority(a)
                 .cmp(&priority(b))
-                .then_with(|| ub.processes.unwrap_or(0).cmp(&ua.processes.unwrap_or(0)));
+                .then_with(|| processes(ub).cmp(&processes(ua)));
         }
+        let (Some(ua), Some(ub)) = (ua, ub) else {
+            // Unmeasured first; between two, by priority (upstream's orderedBy goes on).
+            return true_first(ua.is_none(), ub.is_none())
+                .then_with(|| priority(a).cmp(&priority(b)));
+        };
         let (used_a, req_a) = use_and_request(signal, a, ua);
         let (used_b, req_b) = use_and_request(signal, b, ub);
         true_first(used_a > req_a, used_b > req_b)
@@ -232,6 +236,30 @@ mod tests {
         let usage: Usage = [("measured".to_string(), using(1 << 30))].into();
         rank(Signal::MemoryAvailable, &mut pods, &usage);
         assert_eq!(names(&pods), ["unmeasured", "measured"]);
+        // Two without stats: the lower priority first.
+        let mut pods = vec![pod("important", 1000, None), pod("ordinary", 0, None)];
+        rank(Signal::MemoryAvailable, &mut pods, &Usage::new());
+        assert_eq!(names(&pods), ["ordinary", "important"]);
+    }
+
+    #[test]
+    fn pids_rank_by_priority_then_processes_measured_or_not() {
+        let mut pods = vec![
+            pod("unmeasured-important", 1000, None),
+            pod("few", 0, None),
+            pod("many", 0, None),
+        ];
+        let procs = |n: i64| PodUsage {
+            processes: Some(n),
+            ..Default::default()
+        };
+        let usage: Usage = [
+            ("few".to_string(), procs(3)),
+            ("many".to_string(), procs(300)),
+        ]
+        .into();
+        rank(Signal::PidAvailable, &mut pods, &usage);
+        assert_eq!(names(&pods), ["many", "few", "unmeasured-important"]);
     }
 
     #[test]
