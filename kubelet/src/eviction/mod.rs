@@ -272,6 +272,14 @@ pub fn pod_usage(summary: &summary::Summary) -> Usage {
                     })
                     .collect(),
                 processes: n(p.process_stats.as_ref().and_then(|s| s.process_count)),
+                volumes: p
+                    .volumes
+                    .iter()
+                    .map(|v| {
+                        let used = n(v.fs.used_bytes).unwrap_or(0);
+                        (v.name.clone(), (used, n(v.fs.inodes_used).unwrap_or(0)))
+                    })
+                    .collect(),
             };
             (p.pod_ref.uid.clone(), usage)
         })

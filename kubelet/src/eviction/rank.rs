@@ -25,6 +25,8 @@ pub struct PodUsage {
     pub containers: Vec<ContainerUsage>,
     /// Processes in the pod.
     pub processes: Option<i64>,
+    /// Used bytes and inodes of each volume the summary lists, by volume name.
+    pub volumes: HashMap<String, (i64, i64)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,19 +40,45 @@ pub struct ContainerUsage {
 }
 
 impl PodUsage {
-    /// Ephemeral storage the pod uses: its containers' writable layers and logs.
-    fn disk(&self) -> i64 {
-        self.containers
+    /// Ephemeral storage the pod uses: its containers' writable layers and logs, and
+    /// its local ephemeral volumes on the node's disk (upstream's
+    /// podLocalEphemeralStorageUsage).
+    fn disk(&self, pod: &Pod) -> i64 {
+        let containers: i64 = self
+            .containers
             .iter()
             .map(|c| c.rootfs.unwrap_or(0) + c.logs.unwrap_or(0))
-            .sum()
+            .sum();
+        containers + self.local_volumes(pod).map(|(bytes, _)| bytes).sum::<i64>()
     }
 
-    fn inodes(&self) -> i64 {
-        self.containers
+    fn inodes(&self, pod: &Pod) -> i64 {
+        let containers: i64 = self
+            .containers
             .iter()
             .map(|c| c.rootfs_inodes.unwrap_or(0))
-            .sum()
+            .sum();
+        containers
+            + self
+                .local_volumes(pod)
+                .map(|(_, inodes)| inodes)
+                .sum::<i64>()
+    }
+
+    /// Usage of the pod's volumes that live on the node's disk: emptyDir not backed by
+    /// memory, configMap and downwardAPI (upstream's IsLocalEphemeralVolume).
+    fn local_volumes<'a>(&'a self, pod: &'a Pod) -> impl Iterator<Item = (i64, i64)> + 'a {
+        pod.spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter(|v| {
+                v.empty_dir
+                    .as_ref()
+                    .is_some_and(|e| e.medium.as_deref() != Some("Memory"))
+                    || v.config_map.is_some()
+                    || v.downward_api.is_some()
+            })
+            .filter_map(|v| self.volumes.get(&v.name).copied())
     }
 }
 
@@ -73,8 +101,8 @@ fn true_first(a: bool, b: bool) -> Ordering {
 fn use_and_request(signal: Signal, pod: &Pod, u: &PodUsage) -> (i64, i64) {
     match signal {
         Signal::MemoryAvailable => (u.memory.unwrap_or(0), pod_request(pod, "memory")),
-        Signal::NodeFsInodesFree | Signal::ImageFsInodesFree => (u.inodes(), 0),
-        _ => (u.disk(), pod_request(pod, "ephemeral-storage")),
+        Signal::NodeFsInodesFree | Signal::ImageFsInodesFree => (u.inodes(pod), 0),
+        _ => (u.disk(pod), pod_request(pod, "ephemeral-storage")),
     }
 }
 
@@ -185,7 +213,7 @@ mod tests {
                 memory: Some(memory),
                 ..Default::default()
             }],
-            processes: None,
+            ..Default::default()
         }
     }
 
@@ -260,6 +288,41 @@ mod tests {
         .into();
         rank(Signal::PidAvailable, &mut pods, &usage);
         assert_eq!(names(&pods), ["many", "few", "unmeasured-important"]);
+    }
+
+    #[test]
+    fn disk_counts_disk_backed_emptydirs_but_not_memory_ones() {
+        let with_volume = |name: &str, medium: Option<&str>| -> Pod {
+            let mut p = pod(name, 0, None);
+            p.spec.as_mut().unwrap().volumes = Some(vec![serde_json::from_value(json!({
+                "name": "scratch", "emptyDir": {"medium": medium}
+            }))
+            .unwrap()]);
+            p
+        };
+        let mut pods = vec![
+            with_volume("tmpfs-hog", Some("Memory")),
+            with_volume("disk-hog", None),
+            pod("layer", 0, None),
+        ];
+        let filled = |volume: i64, rootfs: i64| PodUsage {
+            containers: vec![ContainerUsage {
+                name: "app".into(),
+                rootfs: Some(rootfs),
+                logs: Some(0),
+                ..Default::default()
+            }],
+            volumes: [("scratch".to_string(), (volume, 1))].into(),
+            ..Default::default()
+        };
+        let usage: Usage = [
+            ("tmpfs-hog".to_string(), filled(1 << 30, 0)),
+            ("disk-hog".to_string(), filled(1 << 30, 0)),
+            ("layer".to_string(), filled(0, 100 << 20)),
+        ]
+        .into();
+        rank(Signal::NodeFsAvailable, &mut pods, &usage);
+        assert_eq!(names(&pods), ["disk-hog", "layer", "tmpfs-hog"]);
     }
 
     #[test]
