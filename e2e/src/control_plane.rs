@@ -292,7 +292,8 @@ fn component(tool: &str, kubeconfig: &Path, port: u16) -> Result<Command> {
 /// pod network cannot reach it, since it listens on loopback and the `kubernetes` service
 /// address leads nowhere without kube-proxy. A Deployment reads it into
 /// KUBERNETES_SERVICE_HOST/PORT, which override the service's variables.
-pub const APISERVER_ADDRESS_CONFIG_MAP: &str = "gantry-e2e-apiserver";
+/// manifests/demo/metrics-server.yaml reads this ConfigMap by name: rename both.
+const APISERVER_ADDRESS_CONFIG_MAP: &str = "gantry-e2e-apiserver";
 
 fn apiserver_address_config_map(port: u16) -> String {
     format!(

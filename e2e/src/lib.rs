@@ -28,6 +28,8 @@ pub mod network;
 pub mod paths;
 pub mod pki;
 pub mod process;
+pub mod prom;
+pub mod quantity;
 pub mod reference_node;
 pub mod registry;
 pub mod state;

@@ -43,7 +43,6 @@ pub const EVICTION_HARD_MEMORY: &str = "100Mi";
 /// for the upstream kubelet and `gantry node`): cgroupfs under the node's cgroup root,
 /// the node's bridge address, free ports, webhook authentication and authorization
 /// with the bed's CA, the bed's cluster DNS, logs under the node's directory.
-
 pub fn kubelet_config(
     bed: &Bed,
     net: &network::NodeNetwork,

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use gantry_e2e::gantry_node::{self, GantryNode, NodeRuntime};
 use gantry_e2e::kubectl::Kubectl;
+use gantry_e2e::prom::sample;
+use gantry_e2e::quantity::{bytes, milli};
 use gantry_e2e::{paths, wait, Bed, BedOptions};
 
 /// What the memory pod writes into its memory-backed emptyDir and then holds.
@@ -101,9 +103,9 @@ fn top_checks(bed: &Bed, node: &GantryNode) -> Result<()> {
             Ok(top_row(&out, &node.name, 3))
         },
     )?;
-    let (cpu_m, memory_b) = (millicores(&cpu)?, bytes(&memory)?);
+    let (cpu_m, memory_b) = (milli(&cpu)?, bytes(&memory)?);
     ensure!(
-        cpu_m > 0.0 && memory_b > 0.0,
+        cpu_m > 0 && memory_b > 0,
         "kubectl top node shows no usage for {}: cpu {cpu}, memory {memory}",
         node.name
     );
@@ -118,18 +120,18 @@ fn top_checks(bed: &Bed, node: &GantryNode) -> Result<()> {
             let hog = top_row(&out, "memory-hog", 2);
             let burner = top_row(&out, "cpu-burner", 2);
             match (hog, burner) {
-                (Some(h), Some(b)) if millicores(&b.0)? > 0.0 => Ok(Some((h, b))),
+                (Some(h), Some(b)) if milli(&b.0)? > 0 => Ok(Some((h, b))),
                 _ => bail!("kubectl top pod:\n{out}"),
             }
         },
     )?;
     let ((_, hog_memory), (burner_cpu, _)) = rows;
-    let hog_bytes = bytes(&hog_memory)?;
+    let hog_bytes = bytes(&hog_memory)? as f64;
     ensure!(
         hog_bytes >= (HELD_MIB as f64) * MIB,
         "kubectl top pod shows memory-hog at {hog_memory}, below the {HELD_MIB}Mi it holds"
     );
-    ensure!(millicores(&burner_cpu)? > 0.0, "cpu-burner at {burner_cpu}");
+    ensure!(milli(&burner_cpu)? > 0, "cpu-burner at {burner_cpu}");
 
     // The same number at its source: the node's /metrics/resource, whose container
     // series metrics-server sums into a pod's usage.
@@ -199,50 +201,6 @@ fn top_row(out: &str, name: &str, memory_col: usize) -> Option<(String, String)>
         let cols: Vec<&str> = line.split_whitespace().collect();
         (cols.first() == Some(&name) && cols.len() > memory_col)
             .then(|| (cols[1].to_string(), cols[memory_col].to_string()))
-    })
-}
-
-/// kubectl's CPU quantity ("250m", "2") in millicores.
-fn millicores(q: &str) -> Result<f64> {
-    let parse = |s: &str| {
-        s.parse::<f64>()
-            .with_context(|| format!("CPU quantity {q:?}"))
-    };
-    match q.strip_suffix('m') {
-        Some(m) => parse(m),
-        None => Ok(parse(q)? * 1000.0),
-    }
-}
-
-/// kubectl's memory quantity ("64Mi", "1Gi", "512Ki", "1024") in bytes.
-fn bytes(q: &str) -> Result<f64> {
-    let (num, unit) = match q.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => q.split_at(i),
-        None => (q, ""),
-    };
-    let factor = match unit {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => MIB,
-        "Gi" => MIB * 1024.0,
-        _ => bail!("memory quantity {q:?}"),
-    };
-    Ok(num
-        .parse::<f64>()
-        .with_context(|| format!("memory quantity {q:?}"))?
-        * factor)
-}
-
-/// The value of the series `name{labels}` in Prometheus text (labels in any order).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-        let (set, values) = rest.split_once('}')?;
-        let pairs: Vec<&str> = set.split(',').collect();
-        labels
-            .iter()
-            .all(|(k, v)| pairs.contains(&format!("{k}=\"{v}\"").as_str()))
-            .then(|| values.split_whitespace().next()?.parse().ok())?
     })
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use gantry_e2e::gantry_node::{self, GantryNode, NodeRuntime};
 use gantry_e2e::kubectl::Kubectl;
+use gantry_e2e::quantity::{bytes, milli};
 use gantry_e2e::wait::until;
 use gantry_e2e::{Bed, BedOptions};
 use serde_json::{json, Value};
@@ -486,24 +487,6 @@ fn containers_with_status(pod: &Value) -> Vec<(Value, Value)> {
             Some((c.clone(), s.clone()))
         })
         .collect()
-}
-
-/// "250m" or "2" → millicores.
-fn milli(q: &str) -> Result<i64> {
-    match q.strip_suffix('m') {
-        Some(m) => Ok(m.parse()?),
-        None => Ok(q.parse::<i64>()? * 1000),
-    }
-}
-
-/// "64Mi", "24591456Ki", "1Gi" or plain bytes → bytes.
-fn bytes(q: &str) -> Result<i64> {
-    for (suffix, scale) in [("Ki", 1i64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)] {
-        if let Some(n) = q.strip_suffix(suffix) {
-            return Ok(n.parse::<i64>()? * scale);
-        }
-    }
-    Ok(q.parse()?)
 }
 
 fn resources(cpu_req: &str, cpu_lim: &str, mem_req: &str, mem_lim: &str) -> Value {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use gantry_e2e::gantry_node::{self, GantryNode, NodeRuntime};
 use gantry_e2e::kubectl::Kubectl;
+use gantry_e2e::prom::sample;
 use gantry_e2e::{wait, Bed, BedOptions};
 use serde_json::{json, Value};
 
@@ -205,33 +206,6 @@ fn read_u64(path: &Path) -> Result<u64> {
     s.trim()
         .parse()
         .with_context(|| format!("{}: {s:?}", path.display()))
-}
-
-/// The sample of `name{labels}` in a Prometheus text answer.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|l| {
-        if l.starts_with('#') {
-            return None;
-        }
-        let (series, rest) = l.split_once(' ')?;
-        let (n, lbl) = match series.split_once('{') {
-            Some((n, l)) => (n, l.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if n != name {
-            return None;
-        }
-        let have: Vec<&str> = if lbl.is_empty() {
-            Vec::new()
-        } else {
-            lbl.split(',').collect()
-        };
-        let want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        if have.len() != want.len() || !want.iter().all(|w| have.contains(&w.as_str())) {
-            return None;
-        }
-        rest.split_whitespace().next()?.parse().ok()
-    })
 }
 
 /// The burning container's usageCoreNanoSeconds in the summary (and its

@@ -242,8 +242,8 @@ pub(super) fn unready_pods_hold_a_rollout(k: &Kubectl) -> Result<()> {
     Ok(())
 }
 
-/// hooks.yaml: postStart runs after the start; preStop runs on deletion before the
-/// container gets SIGTERM; a failing postStart hook gives FailedPostStartHook and the
+/// hooks.yaml: postStart runs after the start; preStop (exec, and httpGet) runs on
+/// deletion before the container gets SIGTERM; a failing postStart hook gives FailedPostStartHook and the
 /// container is killed and restarted.
 pub(super) fn hooks_run_around_the_container(k: &Kubectl) -> Result<()> {
     k.run(&["apply", "-f", &example("hooks.yaml")])?;
@@ -275,6 +275,37 @@ pub(super) fn hooks_run_around_the_container(k: &Kubectl) -> Result<()> {
     let pre = logs.find("prestop").unwrap_or(usize::MAX);
     let term = logs.find("got TERM").unwrap_or(0);
     ensure!(pre < term, "SIGTERM came before the preStop hook: {logs:?}");
+
+    // The httpGet preStop hook reaches the container (on the pod's IP) before SIGTERM,
+    // as kube-lifecycle.
+    wait::until("hook-http to run", Duration::from_secs(90), || {
+        Ok((pod(k, "hook-http")?["status"]["phase"] == "Running").then_some(()))
+    })?;
+    k.run(&["delete", "pod", "hook-http", "--wait=false"])?;
+    let logs = wait::until("hook-http to get SIGTERM", Duration::from_secs(30), || {
+        let logs = k.run(&["logs", "hook-http"])?;
+        Ok(logs.contains("got TERM").then_some(logs))
+    })?;
+    let request = logs
+        .find("GET /prestop-http HTTP/1.1")
+        .unwrap_or(usize::MAX);
+    let term = logs.find("got TERM").unwrap_or(0);
+    ensure!(
+        request < term
+            && logs
+                .to_ascii_lowercase()
+                .contains("user-agent: kube-lifecycle/1.37"),
+        "the preStop httpGet request should come first, from kube-lifecycle: {logs:?}"
+    );
+    let failed = k.get_json(&[
+        "events",
+        "--field-selector",
+        "involvedObject.name=hook-http,reason=FailedPreStopHook",
+    ])?;
+    ensure!(
+        failed["items"].as_array().is_none_or(|a| a.is_empty()),
+        "the httpGet preStop hook failed: {failed}"
+    );
 
     wait::until(
         "hook-fails to be restarted after its postStart hook failed",

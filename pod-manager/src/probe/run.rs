@@ -15,8 +15,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::Cri;
 
-/// The version upstream's probes announce in their User-Agent.
-const USER_AGENT: &str = "kube-probe/1.37";
+/// What upstream's probes and HTTP lifecycle hooks announce as their User-Agent.
+pub(crate) const PROBE_AGENT: &str = "kube-probe/1.37";
+pub(crate) const LIFECYCLE_AGENT: &str = "kube-lifecycle/1.37";
 /// Upstream reads at most 10 KiB of a probe's HTTP answer for its message.
 const MAX_BODY: usize = 10 * 1024;
 
@@ -222,6 +223,7 @@ async fn open(
 /// One HTTP GET, bounded by `timeout`: the status and body, or why the request failed
 /// (in Go's client words, naming the URL).
 pub(crate) async fn http_get(
+    agent: &str,
     scheme: Scheme,
     host: &str,
     port: u16,
@@ -242,7 +244,7 @@ pub(crate) async fn http_get(
             request = request.header("Host", format_addr(host, port));
         }
         if !named("user-agent") {
-            request = request.header("User-Agent", USER_AGENT);
+            request = request.header("User-Agent", agent);
         }
         if !named("accept") {
             request = request.header("Accept", "*/*");
@@ -284,7 +286,7 @@ pub(crate) async fn run_http(
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Outcome {
-    match http_get(scheme, host, port, path, headers, timeout).await {
+    match http_get(PROBE_AGENT, scheme, host, port, path, headers, timeout).await {
         Err(e) => Outcome::Failure(e),
         Ok((status, _)) if (200..400).contains(&status) => Outcome::Success,
         Ok((status, body)) => {

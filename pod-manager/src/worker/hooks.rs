@@ -136,10 +136,18 @@ impl<C: Cluster> Worker<C> {
                 .unwrap_or_else(|| self.pod_ip.clone());
             let timeout = limit.unwrap_or(Duration::from_secs(60));
             // Upstream fails an HTTP hook only when the request fails, not on its status.
-            return run::http_get(scheme, &host, port, &path, &headers, timeout)
-                .await
-                .map(|_| ())
-                .map_err(fail);
+            return run::http_get(
+                run::LIFECYCLE_AGENT,
+                scheme,
+                &host,
+                port,
+                &path,
+                &headers,
+                timeout,
+            )
+            .await
+            .map(|_| ())
+            .map_err(fail);
         }
         if let Some(sleep) = &handler.sleep {
             tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;
