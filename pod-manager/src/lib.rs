@@ -13,6 +13,7 @@ pub mod spec;
 pub mod status;
 
 pub use runtime::Cri;
+pub mod allocation;
 pub mod backoff;
 pub mod cluster;
 pub mod manager;

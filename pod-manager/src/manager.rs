@@ -52,6 +52,8 @@ pub struct PodManager<C: Cluster> {
     admit: Mutex<Option<AdmitFn>>,
     /// The node's pod cgroups, when it manages them (cgroupsPerQOS).
     pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
+    /// What the node admitted and applied of each pod's resources (in-place resize).
+    allocations: Arc<crate::allocation::Allocations>,
 }
 
 impl<C: Cluster> PodManager<C> {
@@ -64,7 +66,13 @@ impl<C: Cluster> PodManager<C> {
         sources: &[&'static str],
         pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
     ) -> Arc<Self> {
+        let allocations = Arc::new(crate::allocation::Allocations::new(
+            &node.volumes_root,
+            node.allocatable_cpu_millis,
+            node.allocatable_memory,
+        ));
         Arc::new(PodManager {
+            allocations,
             cri,
             cluster,
             node: Arc::new(node),
@@ -245,6 +253,7 @@ impl<C: Cluster> PodManager<C> {
                     node: this.node.clone(),
                     runtime_name: this.runtime_name.clone(),
                     pod_cgroups: this.pod_cgroups.clone(),
+                    allocations: this.allocations.clone(),
                 },
                 wake.clone(),
                 eviction,
@@ -283,6 +292,7 @@ impl<C: Cluster> PodManager<C> {
                 }
             }
             metrics.startup.forget(&uid);
+            this.allocations.remove(&uid);
             lock(&this.finished).insert(uid.clone());
             lock(&this.workers).remove(&uid);
         });

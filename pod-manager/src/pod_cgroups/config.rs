@@ -24,10 +24,35 @@ pub struct ResourceConfig {
     pub pids_limit: Option<i64>,
 }
 
+impl ResourceConfig {
+    /// Each setting at the larger of `self` and `other` (a quota, memory or pids limit
+    /// ≤ 0 is unlimited, the largest): a pod cgroup that holds its containers both
+    /// before and after a resize.
+    pub fn covering(&self, other: &ResourceConfig) -> ResourceConfig {
+        let larger = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) if a <= 0 || b <= 0 => Some(a.min(b).min(0)),
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let memory = match (self.memory, other.memory) {
+            // 0 leaves memory alone; -1 is unlimited.
+            (Some(a), Some(b)) if a < 0 || b < 0 => Some(-1),
+            (a, b) => a.max(b),
+        };
+        ResourceConfig {
+            cpu_shares: self.cpu_shares.max(other.cpu_shares),
+            cpu_quota: larger(self.cpu_quota, other.cpu_quota),
+            cpu_period: self.cpu_period.or(other.cpu_period),
+            memory,
+            pids_limit: larger(self.pids_limit, other.pids_limit),
+        }
+    }
+}
+
 /// The pod's total of `name` as upstream's PodRequests: pod-level requests when set,
 /// else the containers' (sidecars and init containers as the scheduler counts them),
 /// plus the pod overhead.
-fn pod_requests(pod: &Pod, name: &str) -> Option<Quantity> {
+pub(crate) fn pod_requests(pod: &Pod, name: &str) -> Option<Quantity> {
     let level = pod_level_resources(pod).and_then(|r| r.requests.as_ref());
     let total = quantity::of(level, name).or_else(|| pod_total(pod, requests, name));
     let overhead = quantity::of(pod.spec.as_ref().and_then(|s| s.overhead.as_ref()), name);

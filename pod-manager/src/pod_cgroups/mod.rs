@@ -115,9 +115,25 @@ impl PodCgroups {
     /// pod's CPU request in its QoS cgroup. Returns the cgroup's name. Cheap when
     /// nothing changed: one stat.
     pub fn ensure(&self, pod: &Pod) -> Result<String, CgroupError> {
+        self.ensure_covering(pod, None)
+    }
+
+    /// As `ensure`, while a resize has yet to reach the pod's running containers
+    /// (`running`: the pod as they are sized now): each setting is the larger of the
+    /// two, so the pod cgroup holds its containers before and after they change (the
+    /// kernel refuses a child's CPU quota above its parent's). Upstream raises the pod
+    /// cgroup before its containers and lowers it after them; `ensure(pod)` once they
+    /// have followed does the lowering.
+    pub fn ensure_covering(&self, pod: &Pod, running: Option<&Pod>) -> Result<String, CgroupError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let name = pod_cgroup_name(&self.kubepods, pod);
-        let wanted = config::resource_config_for_pod(pod, self.pod_pids_limit);
+        let mut wanted = config::resource_config_for_pod(pod, self.pod_pids_limit);
+        if let Some(running) = running {
+            wanted = wanted.covering(&config::resource_config_for_pod(
+                running,
+                self.pod_pids_limit,
+            ));
+        }
         let mut state = lock(&self.state);
         match config::burstable_cpu_request(pod) {
             Some(milli) => state.burstable.insert(uid.clone(), milli),

@@ -489,3 +489,61 @@ fn the_sandbox_goes_in_the_pod_cgroup_under_its_qos_class() {
     let config = crate::spec::sandbox_config(&guaranteed("g"), 0, &flat);
     assert_eq!(config.linux.unwrap().cgroup_parent, "/node/kubepods");
 }
+
+fn guaranteed_sized(uid: &str, cpu: &str, memory: &str) -> Pod {
+    let r = json!({"cpu": cpu, "memory": memory});
+    pod(
+        uid,
+        json!({"containers": [{"name": "a", "resources": res(r.clone(), r)}]}),
+    )
+}
+
+#[test]
+fn during_a_resize_the_pod_cgroup_covers_both_sizes_then_settles_on_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let cgroups = PodCgroups::start(fake_v1(d), "/node", allocatable(), 0).unwrap();
+    let cpu = d.join("cpu,cpuacct/node/kubepods/podr");
+    let memory = d.join("memory/node/kubepods/podr/memory.limit_in_bytes");
+    let before = guaranteed_sized("r", "500m", "128Mi");
+    cgroups.ensure(&before).unwrap();
+    assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
+
+    // CPU down, memory up: while the containers still run at the old size, the pod
+    // cgroup holds the larger of each.
+    let after = guaranteed_sized("r", "200m", "256Mi");
+    cgroups.ensure_covering(&after, Some(&before)).unwrap();
+    assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
+    assert_eq!(read(cpu.join("cpu.shares")), "512");
+    assert_eq!(read(memory.clone()), (256u64 << 20).to_string());
+
+    // Once they follow, it settles on the new size.
+    cgroups.ensure(&after).unwrap();
+    assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "20000");
+    assert_eq!(read(cpu.join("cpu.shares")), "204");
+    assert_eq!(read(memory), (256u64 << 20).to_string());
+}
+
+#[test]
+fn covering_takes_the_larger_setting_and_unlimited_wins() {
+    let a = ResourceConfig {
+        cpu_shares: Some(100),
+        cpu_quota: Some(20_000),
+        cpu_period: Some(100_000),
+        memory: Some(1 << 20),
+        pids_limit: Some(50),
+    };
+    let b = ResourceConfig {
+        cpu_shares: Some(300),
+        cpu_quota: Some(-1),
+        cpu_period: Some(100_000),
+        memory: Some(-1),
+        pids_limit: Some(10),
+    };
+    let c = a.covering(&b);
+    assert_eq!(c.cpu_shares, Some(300));
+    assert_eq!(c.cpu_quota, Some(-1));
+    assert_eq!(c.memory, Some(-1));
+    assert_eq!(c.pids_limit, Some(50));
+    assert_eq!(a.covering(&a), a);
+}

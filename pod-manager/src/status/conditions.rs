@@ -8,6 +8,8 @@ pub(super) const INITIALIZED: &str = "Initialized";
 pub(super) const READY: &str = "Ready";
 pub(super) const CONTAINERS_READY: &str = "ContainersReady";
 pub(super) const SCHEDULED: &str = "PodScheduled";
+/// In-place resize's conditions, owned by the kubelet too (set by the pod worker).
+pub(super) const RESIZE: [&str; 2] = ["PodResizePending", "PodResizeInProgress"];
 pub(super) const KUBELET_OWNED: [&str; 5] = [
     READY_TO_START,
     INITIALIZED,
@@ -31,8 +33,11 @@ impl Ctx<'_> {
         let mut conditions: Vec<PodCondition> = old_conditions
             .iter()
             .filter(|c| !KUBELET_OWNED.contains(&c.type_.as_str()))
+            .filter(|c| !RESIZE.contains(&c.type_.as_str()))
             .cloned()
             .collect();
+        // The resize conditions come from the worker, before the others it owns.
+        conditions.extend(self.facts.resize_conditions.iter().cloned());
         let host_network = self.spec.host_network == Some(true);
         let sandbox_ready = self
             .view

@@ -86,6 +86,11 @@ pub struct WorkerFacts {
     /// restart): upstream's podIsTerminal, which lets the phase become terminal even
     /// under restartPolicy Always.
     pub terminal: bool,
+    /// What each running container was created with or last resized to, by name
+    /// (status.containerStatuses[].resources); the pod's admitted resources otherwise.
+    pub resources: BTreeMap<String, k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// The pod's PodResizePending and PodResizeInProgress conditions, if any.
+    pub resize_conditions: Vec<k8s_openapi::api::core::v1::PodCondition>,
 }
 
 /// Container state reasons upstream's kubelet writes.
@@ -386,6 +391,20 @@ impl Ctx<'_> {
                 waiting: Some(ContainerStateWaiting::default()),
                 ..Default::default()
             },
+        });
+        // As upstream's convertContainerStatusResources: a running container shows
+        // what it was given, any other the admitted resources; allocatedResources are
+        // the admitted requests.
+        let admitted = c.resources.clone().unwrap_or_default();
+        status.allocated_resources = admitted.requests.clone().filter(|r| !r.is_empty());
+        status.resources = Some(match cv.state {
+            ContainerState::Running => self
+                .facts
+                .resources
+                .get(&c.name)
+                .cloned()
+                .unwrap_or(admitted),
+            _ => admitted,
         });
         status
     }

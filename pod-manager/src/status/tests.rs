@@ -790,3 +790,73 @@ fn addresses_times_and_qos_are_reported() {
     );
     assert_eq!(s.pod_ip.as_deref(), Some("10.0.0.5"));
 }
+
+#[test]
+fn container_resources_show_what_runs_and_allocated_resources_what_was_admitted() {
+    let p = pod(json!({"containers": [
+        {"name": "app", "image": "nginx:1", "resources": {
+            "requests": {"cpu": "200m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}}},
+        {"name": "plain", "image": "nginx:1"}
+    ]}));
+    let mut f = facts();
+    // The app container still runs with its size from before a resize.
+    let before: k8s_openapi::api::core::v1::ResourceRequirements = serde_json::from_value(json!({
+        "requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}))
+    .unwrap();
+    f.resources.insert("app".into(), before.clone());
+    let s = status(&p, vec![running("app", 0), exited("plain", 0, 0)], &f);
+    let app = state_of(&s, "app");
+    assert_eq!(app.resources.as_ref(), Some(&before));
+    let admitted = app.allocated_resources.as_ref().unwrap();
+    assert_eq!(admitted["cpu"].0, "200m");
+    assert_eq!(admitted["memory"].0, "64Mi");
+    let plain = state_of(&s, "plain");
+    assert_eq!(
+        plain.resources,
+        Some(Default::default()),
+        "upstream shows resources: {{}}"
+    );
+    assert_eq!(plain.allocated_resources, None);
+}
+
+#[test]
+fn resize_conditions_come_from_the_worker_and_old_ones_go() {
+    let resize = |t: &str, reason: Option<&str>| PodCondition {
+        type_: t.into(),
+        status: "True".into(),
+        reason: reason.map(Into::into),
+        ..Default::default()
+    };
+    let p = pod_with(
+        json!({}),
+        json!({"conditions": [
+            {"type": "PodResizeInProgress", "status": "True"},
+            {"type": "DisruptionTarget", "status": "True"}
+        ]}),
+    );
+    let mut f = facts();
+    f.resize_conditions = vec![resize("PodResizePending", Some("Deferred"))];
+    let s = status(&p, vec![running("app", 0)], &f);
+    let types: Vec<&str> = s
+        .conditions
+        .iter()
+        .flatten()
+        .map(|c| c.type_.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "DisruptionTarget",
+            "PodResizePending",
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled"
+        ]
+    );
+    assert_eq!(
+        cond(&s, "PodResizePending").reason.as_deref(),
+        Some("Deferred")
+    );
+}

@@ -25,6 +25,7 @@ mod evict;
 mod gc;
 mod hooks;
 mod pull;
+mod resize;
 mod terminate;
 
 pub use evict::{Eviction, EvictionSlot, SharedEviction};
@@ -96,6 +97,10 @@ pub struct Worker<C> {
     /// The phase last reported (at first, the API object's), so the Pending → Running
     /// transition is observed once.
     last_phase: Option<String>,
+    /// The node's records of admitted and applied resources (in-place resize).
+    allocations: Arc<crate::allocation::Allocations>,
+    /// The pod's resize conditions.
+    resize: resize::ResizeConditions,
 }
 
 /// What every pod worker of a node shares: the runtime, the cluster, the node's context
@@ -108,6 +113,8 @@ pub struct NodeParts<C> {
     pub runtime_name: String,
     /// The node's pod cgroups (cgroupsPerQOS), when the node manages them.
     pub pod_cgroups: Option<Arc<crate::pod_cgroups::PodCgroups>>,
+    /// The node's records of admitted and applied resources (in-place resize).
+    pub allocations: Arc<crate::allocation::Allocations>,
 }
 
 impl<C: Cluster> Worker<C> {
@@ -123,6 +130,7 @@ impl<C: Cluster> Worker<C> {
             node,
             runtime_name,
             pod_cgroups,
+            allocations,
         } = parts;
         Worker {
             uid,
@@ -144,6 +152,8 @@ impl<C: Cluster> Worker<C> {
             pod_cgroups,
             first_seen: Instant::now(),
             last_phase: None,
+            allocations,
+            resize: Default::default(),
         }
     }
 
@@ -180,9 +190,14 @@ impl<C: Cluster> Worker<C> {
         if is_terminal(pod) {
             // Upstream stops the sandbox of a finished pod (its IP goes back to the
             // pool) and keeps the containers for their logs until the pod is deleted.
+            self.forget_resize();
+            self.allocations.remove(&self.uid);
             self.stop_sandboxes(&rt).await;
             return Next::Idle;
         }
+        // From here on the pod is what the node admitted (a resize may be pending).
+        let allocated = self.allocate(pod);
+        let pod = &allocated;
         let next = self.advance(pod, &rt).await;
         // Report what the runtime has now: read again only if this pass changed it.
         let rt = if std::mem::take(&mut self.acted) {
@@ -196,6 +211,10 @@ impl<C: Cluster> Worker<C> {
         self.sync_probes(pod, &rt);
         let status = self.status(pod, &rt, false);
         let terminal = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+        if terminal {
+            self.forget_resize();
+            self.allocations.remove(&self.uid);
+        }
         self.observe_start(pod, &status);
         self.cluster.report_status(pod, status);
         if terminal {
@@ -240,6 +259,12 @@ impl<C: Cluster> Worker<C> {
             qos_class: spec::qos_class(pod).to_string(),
             runtime_name: self.runtime_name.clone(),
             terminal,
+            resources: self.actuated_resources(pod),
+            resize_conditions: if terminal {
+                Vec::new()
+            } else {
+                self.resize.list()
+            },
             ..Default::default()
         };
         // The probes' verdicts on the running attempt of each probed container; the
@@ -389,6 +414,7 @@ impl<C: Cluster> Worker<C> {
                 },
             }
         }
+        earlier(self.resize_running(pod, rt, &sandbox).await);
         Next::After(soonest.unwrap_or(RESYNC))
     }
 
@@ -477,7 +503,8 @@ impl<C: Cluster> Worker<C> {
     /// FailedCreatePodContainer event and a retry.
     fn ensure_pod_cgroup(&mut self, pod: &Pod) -> Option<Next> {
         let cgroups = self.pod_cgroups.as_ref()?;
-        match cgroups.ensure(pod) {
+        // During a resize the pod cgroup also holds the containers as they run now.
+        match cgroups.ensure_covering(pod, self.running_pod(pod).as_ref()) {
             Ok(_) => None,
             Err(e) => {
                 let msg = format!("unable to ensure pod container exists: {e}");
@@ -713,6 +740,9 @@ impl<C: Cluster> Worker<C> {
                 return (Some(retry), Some("CreateContainerError".into()));
             }
         };
+        let resources = c.resources.clone().unwrap_or_default();
+        self.allocations
+            .set_actuated(&self.uid, &c.name, &resources);
         self.cluster.event(
             pod,
             Some(fp.clone()),
