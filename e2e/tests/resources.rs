@@ -1,7 +1,7 @@
 //! Resources on `gantry node` with its embedded CRI (cgroup v1, cgroupfs driver): the
 //! QoS hierarchy under the node's cgroup root, one cgroup per pod sized from its spec,
-//! containers nested in it, podPidsLimit, OOM kills reported as upstream, and pod
-//! cgroups removed with their pods (also those of pods deleted while the node was
+//! containers nested in it, podPidsLimit, OOM kills reported as upstream, in-place
+//! resize (`kubectl patch --subresource resize`), and pod cgroups removed with their pods (also those of pods deleted while the node was
 //! down). Expected values are derived here from the pods' specs and the node's
 //! capacity with the documented formulas, and compared with the files on disk.
 
@@ -70,6 +70,7 @@ fn resource_checks(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
         pod_cgroup_matches_its_spec(&cg, &pod).with_context(|| format!("pod {name}"))?;
     }
     burstable_qos_shares_are_the_sum_of_requests(&k, &cg)?;
+    in_place_resize(&k, &cg, &node.name)?;
 
     fork_bomb_stays_within_pods_limit(&k, &cg, &node.name)?;
     memory_hog_is_oom_killed_and_restarted(&k, &node.name)?;
@@ -115,6 +116,180 @@ fn resource_checks(bed: &mut Bed, node: &mut GantryNode) -> Result<()> {
         || Ok(dirs.iter().all(|d| !d.exists()).then_some(())),
     )?;
     Ok(())
+}
+
+/// In-place resize as a user asks for it: the running containers and their pod cgroup
+/// take the new size without a restart (unless resizePolicy asks for one), the status
+/// reports it, and a resize the node cannot hold is Deferred with upstream's message
+/// while the pod keeps its size.
+fn in_place_resize(k: &Kubectl, cg: &Cgroups, node: &str) -> Result<()> {
+    let before = k.get_json(&["pod", "guaranteed"])?;
+    let id_before = before["status"]["containerStatuses"][0]["containerID"].clone();
+
+    // CPU up and memory down at once (the pod cgroup covers both while they change).
+    let grown = resources("300m", "300m", "48Mi", "48Mi");
+    resize(k, "guaranteed", &grown)?;
+    let pod = wait_resized(k, "guaranteed", &grown)?;
+    let status = &pod["status"]["containerStatuses"][0];
+    ensure!(
+        status["containerID"] == id_before && status["restartCount"] == 0,
+        "resized in place: container {} restarts {}, was {id_before}",
+        status["containerID"],
+        status["restartCount"]
+    );
+    pod_cgroup_matches_its_spec(cg, &pod).context("guaranteed pod after its resize")?;
+    for reason in ["ResizeStarted", "ResizeCompleted"] {
+        let events = pod_events(k, "guaranteed", reason)?;
+        ensure!(
+            events.iter().any(|m| m.contains(r#""cpu":"300m""#)),
+            "a {reason} event naming the new size, got {events:?}"
+        );
+    }
+
+    // A Burstable pod's CPU down: its pod cgroup, and the Burstable QoS cgroup's sum.
+    let shrunk = resources("50m", "150m", "32Mi", "96Mi");
+    resize(k, "burstable", &shrunk)?;
+    let pod = wait_resized(k, "burstable", &shrunk)?;
+    pod_cgroup_matches_its_spec(cg, &pod).context("burstable pod after its resize")?;
+    burstable_qos_shares_are_the_sum_of_requests(k, cg)?;
+
+    // All the node's allocatable CPU, which other pods' requests already use some of:
+    // Deferred, and the pod keeps its size. (The apiserver refuses more than the
+    // node's allocatable outright.)
+    let allocatable = k.get_json(&["node", node])?["status"]["allocatable"]["cpu"].clone();
+    let all_cpu = milli(allocatable.as_str().unwrap_or("0"))?;
+    let all = format!("{all_cpu}m");
+    let too_big = resources(&all, &all, "48Mi", "48Mi");
+    resize(k, "guaranteed", &too_big)?;
+    let pending = until(
+        "the oversized resize to be Deferred",
+        Duration::from_secs(60),
+        || {
+            let p = k.get_json(&["pod", "guaranteed"])?;
+            let c = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "PodResizePending")
+                .cloned();
+            Ok(c)
+        },
+    )?;
+    let message = pending["message"].as_str().unwrap_or_default();
+    ensure!(
+        pending["reason"] == "Deferred"
+            && message.starts_with(&format!(
+                "Node didn't have enough resource: cpu, requested: {all_cpu}, used: "
+            ))
+            && message.ends_with(&format!(", capacity: {all_cpu}")),
+        "PodResizePending {pending}, allocatable cpu {allocatable}"
+    );
+    let p = k.get_json(&["pod", "guaranteed"])?;
+    let status = &p["status"]["containerStatuses"][0];
+    ensure!(
+        status["allocatedResources"]["cpu"] == "300m"
+            && status["resources"]["limits"]["cpu"] == "300m",
+        "a deferred resize leaves the admitted size: {status}"
+    );
+    let quota = cg.read("cpu", &cg.pod_cgroup(&p), "cpu.cfs_quota_us")?;
+    ensure!(
+        quota == "30000",
+        "pod cpu.cfs_quota_us {quota} while deferred, want 30000"
+    );
+    ensure!(
+        !pod_events(k, "guaranteed", "ResizeDeferred")?.is_empty(),
+        "a ResizeDeferred event"
+    );
+    // Asking for the admitted size again ends the pending resize.
+    resize(k, "guaranteed", &grown)?;
+    wait_resized(k, "guaranteed", &grown)?;
+
+    // resizePolicy RestartContainer for memory: the container restarts with the new size.
+    let mut restarting = pod_manifest(
+        "resize-restart",
+        node,
+        json!([]),
+        resources("100m", "100m", "32Mi", "32Mi"),
+    );
+    restarting["spec"]["containers"][0]["resizePolicy"] = json!([
+        {"resourceName": "memory", "restartPolicy": "RestartContainer"}
+    ]);
+    k.apply_yaml(&restarting.to_string())?;
+    wait_running(k, "resize-restart")?;
+    let bigger = resources("100m", "100m", "40Mi", "40Mi");
+    resize(k, "resize-restart", &bigger)?;
+    let pod = wait_resized(k, "resize-restart", &bigger)?;
+    let restarts = &pod["status"]["containerStatuses"][0]["restartCount"];
+    ensure!(
+        restarts == 1,
+        "restartCount {restarts} after a RestartContainer resize, want 1"
+    );
+    pod_cgroup_matches_its_spec(cg, &pod).context("resize-restart after its resize")?;
+    k.run(&[
+        "delete",
+        "pod",
+        "resize-restart",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
+    Ok(())
+}
+
+/// `kubectl patch pod NAME --subresource resize` with the app container's new resources.
+fn resize(k: &Kubectl, name: &str, resources: &Value) -> Result<()> {
+    let patch = json!({"spec": {"containers": [{"name": "app", "resources": resources}]}});
+    k.run(&[
+        "patch",
+        "pod",
+        name,
+        "--subresource",
+        "resize",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    Ok(())
+}
+
+/// Waits until the pod's status says its running container has `want` (resources and
+/// allocatedResources) and no resize is pending or in progress.
+fn wait_resized(k: &Kubectl, name: &str, want: &Value) -> Result<Value> {
+    until(
+        &format!("pod {name} to be resized"),
+        Duration::from_secs(90),
+        || {
+            let p = k.get_json(&["pod", name])?;
+            let s = &p["status"]["containerStatuses"][0];
+            let resizing = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c["type"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("PodResize"))
+                });
+            let done = s["state"]["running"].is_object()
+                && &s["resources"] == want
+                && s["allocatedResources"] == want["requests"]
+                && !resizing;
+            if done {
+                return Ok(Some(p));
+            }
+            bail!("status {s}, conditions {}", p["status"]["conditions"])
+        },
+    )
+}
+
+/// The messages of the pod's events with `reason`.
+fn pod_events(k: &Kubectl, pod: &str, reason: &str) -> Result<Vec<String>> {
+    let selector = format!("involvedObject.name={pod},reason={reason}");
+    let events = k.get_json(&["events", "--field-selector", &selector])?;
+    Ok(events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect())
 }
 
 /// `kubepods`: cpu.shares of the allocatable CPU, memory and pids limited to capacity
