@@ -154,17 +154,19 @@ pub async fn run(
         }
         .run(),
     );
+    let mirrors = Arc::new(pod_source::MirrorPods::default());
     tokio::spawn(pod_source::watch_api(
         client.clone(),
         opts.node_name.clone(),
         manager.clone(),
+        mirrors.clone(),
     ));
     if let Some(dir) = static_dir {
         tokio::spawn(static_pods::run(
             dir,
             opts.node_name.clone(),
             manager.clone(),
-            Some(client.clone()),
+            Some((client.clone(), mirrors)),
         ));
     }
 

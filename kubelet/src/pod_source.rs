@@ -33,11 +33,61 @@ pub fn mirror_hash(pod: &Pod) -> Option<&String> {
         .and_then(|a| a.get(MIRROR_ANNOTATION))
 }
 
-/// Feeds the manager with the node's pods until the task is dropped.
+/// The node's mirror pods as the watch last saw them, by namespace and name (None
+/// until it has listed): the static pod source keeps them from this, as upstream's
+/// kubelet does from its pod informer, without asking the API.
+#[derive(Default)]
+pub struct MirrorPods(std::sync::Mutex<Option<HashMap<(String, String), Pod>>>);
+
+impl MirrorPods {
+    pub fn snapshot(&self) -> Option<HashMap<(String, String), Pod>> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<(String, String), Pod>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn key(pod: &Pod) -> (String, String) {
+        let m = &pod.metadata;
+        (
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default(),
+        )
+    }
+
+    fn listed<'a>(&self, pods: impl Iterator<Item = &'a Pod>) {
+        let mirrors = pods
+            .filter(|p| is_mirror(p))
+            .map(|p| (Self::key(p), p.clone()))
+            .collect();
+        *self.lock() = Some(mirrors);
+    }
+
+    fn applied(&self, pod: &Pod) {
+        if let Some(mirrors) = self.lock().as_mut() {
+            if is_mirror(pod) {
+                mirrors.insert(Self::key(pod), pod.clone());
+            } else {
+                mirrors.remove(&Self::key(pod));
+            }
+        }
+    }
+
+    fn deleted(&self, pod: &Pod) {
+        if let Some(mirrors) = self.lock().as_mut() {
+            mirrors.remove(&Self::key(pod));
+        }
+    }
+}
+
+/// Feeds the manager with the node's pods, and `mirrors` with its mirror pods, until
+/// the task is dropped.
 pub async fn watch_api<C: Cluster>(
     client: ClientHandle,
     node: String,
     manager: Arc<PodManager<C>>,
+    mirrors: Arc<MirrorPods>,
 ) {
     let mut known: HashMap<String, Pod> = HashMap::new();
     loop {
@@ -67,11 +117,13 @@ pub async fn watch_api<C: Cluster>(
                             manager.update(pod.clone());
                         }
                     }
+                    mirrors.listed(listed.values());
                     known = listed;
                     manager.sources_synced(SOURCE);
                 }
                 Ok(Event::Apply(pod)) => {
                     tracing::debug!(pod = %pod_name(&pod), "pod added or changed");
+                    mirrors.applied(&pod);
                     if let Some(uid) = pod.metadata.uid.clone() {
                         if !is_mirror(&pod) {
                             manager.update(pod.clone());
@@ -81,6 +133,7 @@ pub async fn watch_api<C: Cluster>(
                 }
                 Ok(Event::Delete(pod)) => {
                     tracing::debug!(pod = %pod_name(&pod), "pod deleted");
+                    mirrors.deleted(&pod);
                     if let Some(uid) = &pod.metadata.uid {
                         known.remove(uid);
                     }

@@ -18,11 +18,11 @@ use gantry_pod_manager::cluster::Cluster;
 use gantry_pod_manager::manager::PodManager;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use sha2::{Digest, Sha256};
 
 use crate::bootstrap::ClientHandle;
-use crate::pod_source::{is_mirror, mirror_hash, MIRROR_ANNOTATION};
+use crate::pod_source::{mirror_hash, MirrorPods, MIRROR_ANNOTATION};
 use gantry_pod_manager::labels::CONFIG_SOURCE;
 
 pub const HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
@@ -117,13 +117,13 @@ pub fn is_static(pod: &Pod) -> bool {
         .is_some_and(|s| s == "file")
 }
 
-/// Runs the static pods of `dir` and keeps their mirror pods (when `client` is given)
-/// until the task is dropped.
+/// Runs the static pods of `dir` and keeps their mirror pods (when an API client and
+/// the pod watch's mirrors are given) until the task is dropped.
 pub async fn run<C: Cluster>(
     dir: PathBuf,
     node: String,
     manager: Arc<PodManager<C>>,
-    client: Option<ClientHandle>,
+    api: Option<(ClientHandle, Arc<MirrorPods>)>,
 ) {
     let mut running: BTreeMap<String, Pod> = BTreeMap::new();
     let mut tick = tokio::time::interval(CHECK_EVERY);
@@ -143,39 +143,27 @@ pub async fn run<C: Cluster>(
         }
         running = now;
         manager.sources_synced(SOURCE);
-        if let Some(client) = &client {
-            if let Err(e) = sync_mirrors(client, &node, &running).await {
+        if let Some((client, mirrors)) = &api {
+            // Until the pod watch has listed, the mirrors are not known: next round.
+            let Some(mirrors) = mirrors.snapshot() else {
+                continue;
+            };
+            if let Err(e) = sync_mirrors(client, &node, &running, &mirrors).await {
                 tracing::warn!(error = %e, "mirror pods");
             }
         }
     }
 }
 
-/// Creates missing mirror pods and deletes those of static pods that are gone.
+/// Creates missing mirror pods and deletes those of static pods that are gone, from
+/// the node's `mirrors` as the pod watch sees them.
 async fn sync_mirrors(
     client: &ClientHandle,
     node: &str,
     statics: &BTreeMap<String, Pod>,
+    mirrors: &HashMap<(String, String), Pod>,
 ) -> Result<(), kube::Error> {
     let client = client.get();
-    let all: Api<Pod> = Api::all(client.clone());
-    let on_node = all
-        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
-        .await?;
-    let mirrors: HashMap<(String, String), Pod> = on_node
-        .items
-        .into_iter()
-        .filter(is_mirror)
-        .map(|p| {
-            (
-                (
-                    p.metadata.namespace.clone().unwrap_or_default(),
-                    p.metadata.name.clone().unwrap_or_default(),
-                ),
-                p,
-            )
-        })
-        .collect();
     let mut wanted: HashMap<(String, String), &Pod> = HashMap::new();
     for pod in statics.values() {
         let key = (
@@ -185,7 +173,7 @@ async fn sync_mirrors(
         wanted.insert(key, pod);
     }
     // Mirrors of a static pod that changed or is gone.
-    for (key, mirror) in &mirrors {
+    for (key, mirror) in mirrors {
         let current = wanted.get(key).and_then(|p| p.metadata.uid.as_ref());
         if current.is_none() || current != mirror_hash(mirror) {
             let pods: Api<Pod> = Api::namespaced(client.clone(), &key.0);

@@ -41,10 +41,9 @@ pub enum Next {
     Done,
 }
 
-/// How often a quiet pod is synced anyway (upstream: syncFrequency, 1 min; shorter
-/// here because container exits on runtimes without CRI events are seen by the
-/// manager's relist, which wakes the worker, and this is only the safety net).
-const RESYNC: Duration = Duration::from_secs(30);
+/// How often a quiet pod is synced anyway (upstream: syncFrequency, 1 min). Container
+/// exits are seen sooner: the runtime's events or the manager's relist wake the worker.
+const RESYNC: Duration = Duration::from_secs(60);
 
 /// The desired state of a pod as its sources say.
 #[derive(Clone, Debug)]
