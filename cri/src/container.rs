@@ -476,7 +476,9 @@ impl Engine {
             "Error"
         }
         .to_string();
-        match self.store.update_container(id, state).await {
+        let recorded = self.store.update_container(id, state).await;
+        self.exits.notify_waiters();
+        match recorded {
             Ok(c) => {
                 tracing::info!(id = %short(id), code, reason = %c.state.reason, "container exited");
                 self.emit(&c, api::ContainerEventType::ContainerStoppedEvent);
@@ -538,18 +540,25 @@ impl Engine {
         }
     }
 
-    /// Waits until the container's exit is recorded.
+    /// Waits until the container's exit is recorded: woken by every recorded exit (and
+    /// looking again each second as a safety net), not by polling.
     async fn wait_exited(&self, id: &str, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
+            // Registered before the check, so an exit recorded in between still wakes.
+            let exited = self.exits.notified();
+            tokio::pin!(exited);
+            exited.as_mut().enable();
             match self.store.container(id) {
                 Ok(c) if c.state.phase == ContainerPhase::Running => {}
                 _ => return true,
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let nap = (deadline - now).min(Duration::from_secs(1));
+            let _ = tokio::time::timeout(nap, exited).await;
         }
     }
 

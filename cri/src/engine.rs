@@ -34,6 +34,8 @@ pub struct Engine {
     /// Containers containerd reported OOM for, until their exit is recorded.
     ooms: Arc<Mutex<HashSet<String>>>,
     events: broadcast::Sender<api::ContainerEventResponse>,
+    /// Told whenever a container's exit is recorded (StopContainer waits on it).
+    pub exits: Arc<tokio::sync::Notify>,
     /// Facts about the node the OCI specs depend on, read once.
     pub node: Arc<crate::container_spec::NodeFacts>,
     pub cgroups: crate::cgroup_stats::CgroupLayout,
@@ -57,6 +59,7 @@ impl Engine {
             ios: Arc::default(),
             ooms: Arc::default(),
             events: broadcast::channel(1024).0,
+            exits: Arc::default(),
             node: Arc::new(crate::container_spec::NodeFacts::read(&cgroups)),
             cgroups,
             samples: Default::default(),

@@ -452,7 +452,7 @@ impl ImageService for CriServer {
         let r = r.into_inner();
         let spec = required_image(r.image.as_ref())?;
         let auth = registry_auth(r.auth.as_ref())?;
-        let image_ref = self.images.puller.pull(spec, auth).await?;
+        let image_ref = self.images.pull(spec, auth).await?;
         Ok(Response::new(api::PullImageResponse { image_ref }))
     }
 

@@ -55,6 +55,11 @@ pub struct Puller {
     hosts: RegistryHosts,
     snapshotter: String,
     inflight: Mutex<HashMap<String, PullFuture>>,
+    /// Registry clients by protocol and credentials: building one (its TLS roots and
+    /// connection pool) costs more than pulling a manifest of an image already here,
+    /// and a kept client reuses its connections and tokens. One per credentials, so a
+    /// token fetched with one pod's pull secret never serves another's.
+    clients: std::sync::Mutex<HashMap<(bool, String), oci_client::Client>>,
 }
 
 /// A reference as the user wrote it and normalized (docker.io/library/busybox:latest).
@@ -75,6 +80,7 @@ impl Puller {
             hosts,
             snapshotter,
             inflight: Mutex::new(HashMap::new()),
+            clients: Default::default(),
         })
     }
 
@@ -132,20 +138,30 @@ impl Puller {
         })
     }
 
+    fn client(&self, plain_http: bool, auth: &RegistryAuth) -> oci_client::Client {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry((plain_http, auth_key(auth)))
+            .or_insert_with(|| {
+                oci_client::Client::new(ClientConfig {
+                    protocol: if plain_http {
+                        ClientProtocol::Http
+                    } else {
+                        ClientProtocol::Https
+                    },
+                    ..Default::default()
+                })
+            })
+            .clone()
+    }
+
     async fn pull_from(
         &self,
         reference: &Reference,
         ep: &Endpoint,
         auth: &RegistryAuth,
     ) -> Result<String> {
-        let client = oci_client::Client::new(ClientConfig {
-            protocol: if ep.plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            ..Default::default()
-        });
+        let client = self.client(ep.plain_http, auth);
         let remote = match reference.digest() {
             Some(d) => Reference::with_digest(
                 ep.host.clone(),

@@ -34,6 +34,21 @@ pub struct Images {
     pub puller: Arc<Puller>,
     snapshotter: String,
     snapshotter_root: std::path::PathBuf,
+    /// The records as last listed, kept only while containerd's image events for the
+    /// namespace are followed: ListImages and ImageStatus then answer from memory.
+    /// Any image event, pull or removal drops them.
+    cache: std::sync::Mutex<Cache>,
+}
+
+type Records = BTreeMap<String, Vec<CtdImage>>;
+
+#[derive(Default)]
+struct Cache {
+    records: Option<Arc<Records>>,
+    /// Bumped by every change: a listing that raced one is not kept.
+    generation: u64,
+    /// containerd's image events are being followed.
+    following: bool,
 }
 
 impl Images {
@@ -50,11 +65,85 @@ impl Images {
             puller,
             snapshotter,
             snapshotter_root,
+            cache: Default::default(),
         }
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the kept records: the images changed.
+    pub fn changed(&self) {
+        let mut cache = self.cache();
+        cache.records = None;
+        cache.generation += 1;
+    }
+
+    /// Pulls `spec` (see [`Puller::pull`]); the kept records go.
+    pub async fn pull(
+        &self,
+        spec: &str,
+        auth: oci_client::secrets::RegistryAuth,
+    ) -> Result<String> {
+        let pulled = self.puller.pull(spec, auth).await;
+        self.changed();
+        pulled
+    }
+
+    /// Follows containerd's image events for Gantry's namespace, so listings can be
+    /// kept between changes; reconnects when containerd restarts (nothing is kept
+    /// while the events are not followed).
+    pub fn spawn_event_follower(self: &Arc<Self>) {
+        let images = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let filter = format!("namespace=={},topic~=\"^/images/\"", images.ctd.namespace());
+                let subscribed = images
+                    .ctd
+                    .events()
+                    .subscribe(containerd_client::services::v1::SubscribeRequest {
+                        filters: vec![filter],
+                    })
+                    .await;
+                match subscribed {
+                    Ok(stream) => {
+                        let mut stream = stream.into_inner();
+                        images.changed();
+                        images.cache().following = true;
+                        while let Ok(Some(_)) = stream.message().await {
+                            images.changed();
+                        }
+                        images.cache().following = false;
+                        images.changed();
+                    }
+                    Err(s) => {
+                        tracing::debug!(error = %s.message(), "subscribe to containerd's image events")
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        });
+    }
+
     /// containerd's image records of Gantry, grouped by image ID.
-    async fn records(&self) -> Result<BTreeMap<String, Vec<CtdImage>>> {
+    async fn records(&self) -> Result<Arc<Records>> {
+        let generation = {
+            let cache = self.cache();
+            if let Some(records) = cache.records.as_ref().filter(|_| cache.following) {
+                return Ok(Arc::clone(records));
+            }
+            cache.generation
+        };
+        let records = Arc::new(self.list_records().await?);
+        let mut cache = self.cache();
+        if cache.following && cache.generation == generation {
+            cache.records = Some(Arc::clone(&records));
+        }
+        Ok(records)
+    }
+
+    async fn list_records(&self) -> Result<Records> {
         let images = self
             .ctd
             .images()
@@ -150,6 +239,7 @@ impl Images {
             return Ok(());
         };
         let records = &by_id[&id];
+        self.changed();
         for (i, rec) in records.iter().enumerate() {
             // The last delete is synchronous: content and snapshots are gone on return.
             let sync = i + 1 == records.len();

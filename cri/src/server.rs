@@ -96,6 +96,7 @@ pub async fn start(config: &CriConfig, stop: Stop) -> Result<CriServer> {
     let server = CriServer::new(config, stop.wait()).await?;
     recover_when_containerd_answers(server.engine.clone()).await;
     server.engine.spawn_event_monitor();
+    server.engine.images.spawn_event_follower();
     Ok(server)
 }
 
