@@ -122,18 +122,21 @@ impl Floor {
         self.cni("ADD", &id, &run.netns)?;
         let t2 = Instant::now();
         run.container_made = true;
-        let out = self
+        // The container inherits runc's stdio: a pipe would stay open as long as it
+        // runs, so its output goes to a file.
+        let log = self.dir.join("runc.log");
+        let status = self
             .runc()?
             .args(["run", "-d", "--bundle"])
             .arg(&self.bundle)
             .arg(&id)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()?;
+            .stderr(fs::File::create(&log)?)
+            .status()?;
         let t3 = Instant::now();
-        if !out.status.success() {
-            bail!("runc run: {}", String::from_utf8_lossy(&out.stderr));
+        if !status.success() {
+            bail!("runc run: {}", fs::read_to_string(&log).unwrap_or_default());
         }
         let state = self.runc()?.args(["state", &id]).output()?;
         let status: Value = serde_json::from_slice(&state.stdout).unwrap_or(Value::Null);
