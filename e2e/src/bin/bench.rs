@@ -28,6 +28,9 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Several rustls crypto providers may be compiled in (feature unification with
+    // the gantry binary): choose ring, as gantry does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let out = cli.out.unwrap_or_else(|| {
         let date = jiff::Zoned::now().strftime("%Y-%m-%d").to_string();
         gantry_e2e::paths::repo_root()
