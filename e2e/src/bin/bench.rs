@@ -15,7 +15,7 @@ use gantry_e2e::bench::{report, run};
 )]
 struct Cli {
     /// A/B alternation rounds of P1, P2 and P6.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     rounds: u32,
     /// Where results.md, results.json, startup.svg and critest's output go
     /// (default: e2e/bench-results/<date>, or <date>-quick).
