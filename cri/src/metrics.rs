@@ -21,6 +21,9 @@ pub struct CriMetrics {
     pub operations: CounterVec,
     pub errors: CounterVec,
     pub duration: HistogramVec,
+    /// `gantry_cri_cni_duration_seconds{operation}`: the CNI ADD and DEL inside
+    /// RunPodSandbox and StopPodSandbox (the pod start's network share, for benchmarks).
+    pub cni_duration: HistogramVec,
 }
 
 impl CriMetrics {
@@ -49,13 +52,23 @@ impl CriMetrics {
             .buckets(exponential_buckets(0.005, 2.5, 14)?),
             &["operation_type"],
         )?;
+        let cni_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gantry_cri_cni_duration_seconds",
+                "Duration in seconds of the CNI plugin chain run for a pod sandbox, by operation (add, del).",
+            )
+            .buckets(exponential_buckets(0.001, 2.0, 16)?),
+            &["operation"],
+        )?;
         registry.register(Box::new(operations.clone()))?;
+        registry.register(Box::new(cni_duration.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         Ok(CriMetrics {
             operations,
             errors,
             duration,
+            cni_duration,
         })
     }
 

@@ -214,8 +214,13 @@ impl Engine {
     async fn set_up_network(&self, sb: &Sandbox) -> Result<Vec<String>> {
         let attachment = self.attachment(sb);
         let cni = self.cni.clone();
-        let result = tokio::task::spawn_blocking(move || cni.add(&attachment))
-            .await
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || cni.add(&attachment)).await;
+        crate::metrics::CriMetrics::global()
+            .cni_duration
+            .with_label_values(&["add"])
+            .observe(started.elapsed().as_secs_f64());
+        let result = result
             .map_err(|e| CriError::Internal(format!("CNI ADD: {e}")))?
             .map_err(|e| CriError::Internal(format!("set up the pod network (CNI ADD): {e}")))?;
         Ok(result.ips().iter().map(|ip| ip.to_string()).collect())
@@ -259,8 +264,13 @@ impl Engine {
         if !sb.state.host_network {
             let attachment = self.attachment(sb);
             let cni = self.cni.clone();
-            tokio::task::spawn_blocking(move || cni.del(&attachment))
-                .await
+            let started = std::time::Instant::now();
+            let result = tokio::task::spawn_blocking(move || cni.del(&attachment)).await;
+            crate::metrics::CriMetrics::global()
+                .cni_duration
+                .with_label_values(&["del"])
+                .observe(started.elapsed().as_secs_f64());
+            result
                 .map_err(|e| CriError::Internal(format!("CNI DEL: {e}")))?
                 .map_err(|e| {
                     CriError::Internal(format!(

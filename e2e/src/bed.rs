@@ -20,12 +20,17 @@ pub struct BedOptions {
     /// Names the bed's directory (`/var/lib/gantry-e2e/NAME`); a leftover bed of the
     /// same name is torn down first.
     pub name: String,
+    /// Users whose API requests the apiserver writes to an audit log (Metadata level;
+    /// every other user at level None), e.g. `system:node:NAME` to count what a node
+    /// asks. Empty (the default): no audit log.
+    pub audit_users: Vec<String>,
 }
 
 impl BedOptions {
     pub fn named(name: &str) -> Self {
         BedOptions {
             name: name.to_string(),
+            audit_users: Vec::new(),
         }
     }
 }
@@ -60,7 +65,7 @@ impl Bed {
             ..Default::default()
         };
         state.save()?;
-        match Self::start_in(&mut state) {
+        match Self::start_in(&mut state, &opts.audit_users) {
             Ok((control_plane, registry_addr, containerd)) => Ok(Bed {
                 state,
                 control_plane,
@@ -77,9 +82,12 @@ impl Bed {
         }
     }
 
-    fn start_in(state: &mut BedState) -> Result<(ControlPlane, String, Containerd)> {
+    fn start_in(
+        state: &mut BedState,
+        audit_users: &[String],
+    ) -> Result<(ControlPlane, String, Containerd)> {
         let registry_addr = registry::start(state)?;
-        let cp = control_plane::start(state)?;
+        let cp = control_plane::start(state, audit_users)?;
         let cni_conf_dir = state.dir.join("cni").join("containerd-cri").join("net.d");
         let containerd = containerd::start(state, &registry_addr, &cni_conf_dir)?;
         Ok((cp, registry_addr, containerd))

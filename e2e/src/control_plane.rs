@@ -32,9 +32,13 @@ pub struct ControlPlane {
     pub admin_kubeconfig: PathBuf,
     /// A kubeconfig holding only a bootstrap token: what a joining node is given.
     pub bootstrap_kubeconfig: PathBuf,
+    /// The apiserver's audit log (JSON lines), when the bed was asked for one.
+    pub audit_log: Option<PathBuf>,
 }
 
-pub fn start(state: &mut BedState) -> Result<ControlPlane> {
+/// Starts the control plane; with `audit_users`, the apiserver logs those users'
+/// requests (Metadata level) to `audit.log` in the bed directory.
+pub fn start(state: &mut BedState, audit_users: &[String]) -> Result<ControlPlane> {
     let dir = state.dir.clone();
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let service_ip: IpAddr = KUBERNETES_SERVICE_IP.parse()?;
@@ -141,6 +145,17 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         .args(["--cert-dir", &p(&dir.join("apiserver"))])
         .arg("--profiling=false")
         .args(["--v", "1"]);
+    let audit_log = if audit_users.is_empty() {
+        None
+    } else {
+        let policy = dir.join("audit-policy.yaml");
+        fs::write(&policy, audit_policy(audit_users))?;
+        let log = dir.join("audit.log");
+        cmd.args(["--audit-policy-file", &p(&policy)])
+            .args(["--audit-log-path", &p(&log)])
+            .args(["--audit-log-format", "json"]);
+        Some(log)
+    };
     let apiserver = state.spawn("kube-apiserver", cmd)?;
     state.apiserver_url = Some(apiserver_url.clone());
     state.save()?;
@@ -243,7 +258,18 @@ pub fn start(state: &mut BedState) -> Result<ControlPlane> {
         apiserver_url,
         admin_kubeconfig,
         bootstrap_kubeconfig,
+        audit_log,
     })
+}
+
+/// An audit policy that logs the requests of `users` at Metadata level (who, verb,
+/// resource, status; no bodies) and nothing else.
+fn audit_policy(users: &[String]) -> String {
+    let list: Vec<String> = users.iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  users: [{}]\n- level: None\n",
+        list.join(", ")
+    )
 }
 
 /// A kubeconfig whose user authenticates with a client certificate of the bed's PKI.

@@ -13,6 +13,7 @@
 //! It must not ship in the `gantry` binary.
 
 pub mod bed;
+pub mod bench;
 pub mod checks;
 pub mod containerd;
 pub mod control_plane;
