@@ -19,6 +19,9 @@ use crate::bootstrap::ClientHandle;
 /// The source name the pod manager knows this one by.
 pub const SOURCE: &str = "api";
 
+/// How long the apiserver keeps one watch open (below the client's read timeout).
+const WATCH_TIMEOUT_SECS: u32 = 50;
+
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 pub fn is_mirror(pod: &Pod) -> bool {
@@ -92,7 +95,12 @@ pub async fn watch_api<C: Cluster>(
     let mut known: HashMap<String, Pod> = HashMap::new();
     loop {
         let pods: Api<Pod> = Api::all(client.get());
-        let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        // The apiserver ends each watch after 50 s, before the client's 60 s read
+        // timeout would call a quiet watch failed: the watcher then resumes from the
+        // last resourceVersion instead of listing every pod again.
+        let config = watcher::Config::default()
+            .fields(&format!("spec.nodeName={node}"))
+            .timeout(WATCH_TIMEOUT_SECS);
         let mut stream = watcher::watcher(pods, config).boxed();
         let mut listing: Option<HashMap<String, Pod>> = None;
         while let Some(event) = stream.next().await {
