@@ -48,15 +48,37 @@ pub fn render(title: &str, series: &[Series], bars: &[Bar]) -> String {
     s
 }
 
-/// Overlaid empirical CDFs on a log-free linear time axis from 0 to the largest sample.
+/// Overlaid empirical CDFs on a linear time axis from 0 to the largest p99 of the
+/// series: the few slowest samples of a noisy run would otherwise squeeze the rest
+/// into the left edge. Samples past the axis are drawn at its end, and a note says so.
 fn cdf(s: &mut String, series: &[Series], top: f64) {
     let (x0, x1, y0, y1) = (LEFT - 120.0, W - RIGHT, top + PLOT_H - 40.0, top + 10.0);
+    let p99 = |samples: &[f64]| {
+        let mut v = samples.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(((v.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
     let max = series
         .iter()
-        .flat_map(|se| se.samples.iter().copied())
+        .map(|se| p99(se.samples))
         .fold(0.0f64, f64::max);
     let xmax = nice_ceiling(max.max(0.001));
-    let sx = |v: f64| x0 + (x1 - x0) * v / xmax;
+    let clipped = series
+        .iter()
+        .flat_map(|se| se.samples.iter())
+        .filter(|v| **v > xmax)
+        .count();
+    if clipped > 0 {
+        let _ = writeln!(
+            s,
+            r#"<text x="{x1}" y="{}" text-anchor="end" font-size="11">{clipped} sample(s) past {} s drawn at the edge</text>"#,
+            y0 + 38.0,
+            trim(xmax)
+        );
+    }
+    let sx = |v: f64| x0 + (x1 - x0) * v.min(xmax) / xmax;
     let sy = |p: f64| y0 - (y0 - y1) * p;
     axis(s, x0, x1, y0, y1, xmax, "creation → Running (s)");
     for p in [0.25, 0.5, 0.75, 0.99, 1.0] {
