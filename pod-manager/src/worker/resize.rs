@@ -162,21 +162,28 @@ impl<C: Cluster> Worker<C> {
     /// The pod as its running containers are sized now, when that differs from `pod`
     /// (a resize not carried out yet): what the pod cgroup must still hold.
     pub(super) fn running_pod(&self, pod: &Pod) -> Option<Pod> {
+        // Every pass asks: compare first, copy the pod only when a container differs.
+        let empty = ResourceRequirements::default();
+        let differing: BTreeMap<String, ResourceRequirements> = allocation::resizable(pod)
+            .filter_map(|c| {
+                let actuated = self.allocations.actuated(&self.uid, &c.name)?;
+                let admitted = c.resources.as_ref().unwrap_or(&empty);
+                (Effective::of(&actuated) != Effective::of(admitted))
+                    .then(|| (c.name.clone(), actuated))
+            })
+            .collect();
+        if differing.is_empty() {
+            return None;
+        }
         let mut running = pod.clone();
         let spec = running.spec.as_mut()?;
-        let mut differs = false;
         let init = spec.init_containers.iter_mut().flatten();
         for c in spec.containers.iter_mut().chain(init) {
-            let Some(actuated) = self.allocations.actuated(&self.uid, &c.name) else {
-                continue;
-            };
-            let empty = ResourceRequirements::default();
-            if Effective::of(&actuated) != Effective::of(c.resources.as_ref().unwrap_or(&empty)) {
-                c.resources = Some(actuated);
-                differs = true;
+            if let Some(actuated) = differing.get(&c.name) {
+                c.resources = Some(actuated.clone());
             }
         }
-        differs.then_some(running)
+        Some(running)
     }
 
     /// What each running container was given, by name (status.containerStatuses[].resources).
