@@ -232,6 +232,83 @@ fn in_place_resize(k: &Kubectl, cg: &Cgroups, node: &str) -> Result<()> {
         "--wait=true",
         "--timeout=120s",
     ])?;
+    memory_shrink_below_usage_is_refused(k, cg, node)
+}
+
+/// A memory limit below what the container uses is refused, as upstream refuses it:
+/// PodResizeInProgress with reason Error and a ResizeError event; the container keeps
+/// its limit.
+fn memory_shrink_below_usage_is_refused(k: &Kubectl, cg: &Cgroups, node: &str) -> Result<()> {
+    let mut busy = pod_manifest(
+        "resize-refused",
+        node,
+        json!([]),
+        resources("100m", "100m", "64Mi", "64Mi"),
+    );
+    busy["spec"]["containers"][0]["command"] = json!([
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=40 && sleep 3600"
+    ]);
+    k.apply_yaml(&busy.to_string())?;
+    let pod = wait_running(k, "resize-refused")?;
+    let id = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap_or_default();
+    let dir = format!(
+        "{}/{}",
+        cg.pod_cgroup(&pod),
+        id.split("://").nth(1).unwrap_or_default()
+    );
+    until(
+        "the container to fill 40 MiB",
+        Duration::from_secs(60),
+        || {
+            let used: i64 = cg.read("memory", &dir, "memory.usage_in_bytes")?.parse()?;
+            Ok((used > 32 << 20).then_some(()))
+        },
+    )?;
+    resize(
+        k,
+        "resize-refused",
+        &resources("100m", "100m", "32Mi", "32Mi"),
+    )?;
+    let error = until(
+        "the shrink below usage to be refused",
+        Duration::from_secs(60),
+        || {
+            let p = k.get_json(&["pod", "resize-refused"])?;
+            Ok(p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "PodResizeInProgress" && c["reason"] == "Error")
+                .cloned())
+        },
+    )?;
+    let message = error["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.starts_with(
+            "cannot decrease memory limits: attempting to set container \"app\" memory limit (33554432) below current usage ("
+        ),
+        "PodResizeInProgress {error}"
+    );
+    let limit = cg.read("memory", &dir, "memory.limit_in_bytes")?;
+    ensure!(
+        limit == (64u64 << 20).to_string(),
+        "the refused shrink left memory.limit_in_bytes {limit}"
+    );
+    ensure!(
+        !pod_events(k, "resize-refused", "ResizeError")?.is_empty(),
+        "a ResizeError event"
+    );
+    k.run(&[
+        "delete",
+        "pod",
+        "resize-refused",
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
     Ok(())
 }
 
