@@ -622,18 +622,14 @@ impl Engine {
 
     pub fn list_containers(&self, filter: Option<api::ContainerFilter>) -> Vec<api::Container> {
         let f = filter.unwrap_or_default();
-        self.store
-            .containers()
-            .into_iter()
-            .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
-            .filter(|c| f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
-            .filter(|c| {
-                f.state
+        self.store.map_containers(|c| {
+            let picked = (f.id.is_empty() || c.id.starts_with(&f.id))
+                && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
+                && f.state
                     .as_ref()
                     .is_none_or(|s| s.state == c.cri_state() as i32)
-            })
-            .filter(|c| crate::sandbox::labels_match(&f.label_selector, &c.config.labels))
-            .map(|c| api::Container {
+                && crate::sandbox::labels_match(&f.label_selector, &c.config.labels);
+            picked.then(|| api::Container {
                 id: c.id.clone(),
                 pod_sandbox_id: c.sandbox_id.clone(),
                 metadata: Some(c.metadata()),
@@ -648,7 +644,7 @@ impl Engine {
                 annotations: c.config.annotations.clone(),
                 image_id: c.state.image_id.clone(),
             })
-            .collect()
+        })
     }
 
     pub async fn update_container_resources(

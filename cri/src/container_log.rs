@@ -32,6 +32,8 @@ pub const DEFAULT_MAX_LINE_SIZE: usize = 16 * 1024;
 const LOG_FILE_MODE: u32 = 0o640;
 /// Bytes asked of a stream per read.
 const READ_CHUNK: usize = 32 * 1024;
+/// The read room of a stream with nothing pending.
+const IDLE_READ: usize = 4 * 1024;
 /// Entries queued between the stream readers and the writer: a container that writes
 /// faster than the disk is slowed down instead of growing our memory.
 const QUEUE_ENTRIES: usize = 256;
@@ -344,12 +346,18 @@ async fn copy_stream(
     queue: mpsc::Sender<Msg>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut buf = vec![0u8; READ_CHUNK];
+    // Read straight into what is pending; an idle stream keeps only a small buffer.
     let mut pending = Vec::new();
     let mut pieces = Vec::new();
+    let mut busy = false;
     loop {
+        let want = if busy { READ_CHUNK } else { IDLE_READ };
+        if pending.capacity() - pending.len() < want {
+            pending.reserve(want);
+        }
+        let room = pending.capacity() - pending.len();
         let read = tokio::select! {
-            r = reader.read(&mut buf) => r,
+            r = reader.read_buf(&mut pending) => r,
             _ = async {
                 // Every handle gone is not a stop: the copy goes on until EOF.
                 if stop.wait_for(|s| *s).await.is_err() {
@@ -365,10 +373,12 @@ async fn copy_stream(
                 0
             }
         };
-        if n > 0 {
-            pending.extend_from_slice(&buf[..n]);
-        }
+        // A read that filled the room asks for a whole chunk next time.
+        busy = n >= room;
         take_pieces(&mut pending, max_line, n == 0, &mut pieces);
+        if pending.is_empty() && !busy && pending.capacity() > IDLE_READ {
+            pending = Vec::new();
+        }
         for piece in pieces.drain(..) {
             if queue.send(Msg::Entry(stream, piece)).await.is_err() {
                 return;

@@ -143,6 +143,11 @@ impl Puller {
         clients
             .entry((plain_http, auth_key(auth)))
             .or_insert_with(|| {
+                // The registry client takes the process's crypto provider; the agent
+                // installs ring at start, a CRI used as a library may not have.
+                if rustls::crypto::CryptoProvider::get_default().is_none() {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                }
                 oci_client::Client::new(ClientConfig {
                     protocol: if plain_http {
                         ClientProtocol::Http

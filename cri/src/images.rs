@@ -38,7 +38,12 @@ pub struct Images {
     /// namespace are followed: ListImages and ImageStatus then answer from memory.
     /// Any image event, pull or removal drops them.
     cache: std::sync::Mutex<Cache>,
+    /// Parsed image configs by image ID (content-addressed, so never stale).
+    configs: std::sync::Mutex<HashMap<String, serde_json::Value>>,
 }
+
+/// How many parsed image configs are kept before the lot is dropped.
+const KEPT_CONFIGS: usize = 64;
 
 type Records = BTreeMap<String, Vec<CtdImage>>;
 
@@ -66,6 +71,7 @@ impl Images {
             snapshotter,
             snapshotter_root,
             cache: Default::default(),
+            configs: Default::default(),
         }
     }
 
@@ -191,9 +197,7 @@ impl Images {
         let image = to_cri_image(&id, records);
         let mut info = HashMap::new();
         if verbose {
-            let config = content::read_all(&self.ctd, &id).await?;
-            let config: serde_json::Value = serde_json::from_slice(&config)
-                .map_err(|e| CriError::Internal(format!("parse image config {id}: {e}")))?;
+            let config = self.config(&id).await?;
             let chain = records[0]
                 .labels
                 .get(LABEL_CHAIN_ID)
@@ -219,9 +223,7 @@ impl Images {
             .get(LABEL_CHAIN_ID)
             .cloned()
             .unwrap_or_default();
-        let config = content::read_all(&self.ctd, &id).await?;
-        let config: serde_json::Value = serde_json::from_slice(&config)
-            .map_err(|e| CriError::Internal(format!("parse image config {id}: {e}")))?;
+        let config = self.config(&id).await?;
         let image = to_cri_image(&id, records);
         Ok(LocalImage {
             id,
@@ -229,6 +231,27 @@ impl Images {
             config,
             repo_digest: image.repo_digests.first().cloned().unwrap_or_default(),
         })
+    }
+
+    /// The config of image `id`, parsed. A config is named by its digest and never
+    /// changes, so the parsed ones are kept (up to KEPT_CONFIGS, then they start over).
+    async fn config(&self, id: &str) -> Result<serde_json::Value> {
+        if let Some(c) = self.configs().get(id) {
+            return Ok(c.clone());
+        }
+        let raw = content::read_all(&self.ctd, id).await?;
+        let config: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| CriError::Internal(format!("parse image config {id}: {e}")))?;
+        let mut configs = self.configs();
+        if configs.len() >= KEPT_CONFIGS {
+            configs.clear();
+        }
+        configs.insert(id.to_string(), config.clone());
+        Ok(config)
+    }
+
+    fn configs(&self) -> std::sync::MutexGuard<'_, HashMap<String, serde_json::Value>> {
+        self.configs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Removes every name of the image `spec` resolves to. Removing an image that is not
@@ -334,6 +357,14 @@ fn resolve(by_id: &BTreeMap<String, Vec<CtdImage>>, spec: &str) -> Option<String
         if matches.len() == 1 {
             return Some(matches[0].clone());
         }
+    }
+    // A name as stored (what the kubelet asks for) matches without parsing it: the
+    // reference grammar is a large regex whose matching state costs memory per thread.
+    if let Some((id, _)) = by_id
+        .iter()
+        .find(|(_, recs)| recs.iter().any(|r| r.name == spec))
+    {
+        return Some(id.clone());
     }
     let name = parse_reference(spec).ok().map(|r| r.whole())?;
     by_id

@@ -388,27 +388,23 @@ impl Engine {
 
     pub fn list_pod_sandbox(&self, filter: Option<api::PodSandboxFilter>) -> Vec<api::PodSandbox> {
         let f = filter.unwrap_or_default();
-        self.store
-            .sandboxes()
-            .into_iter()
-            .filter(|sb| sb.state.phase != SandboxPhase::Creating)
-            .filter(|sb| f.id.is_empty() || sb.id.starts_with(&f.id))
-            .filter(|sb| {
-                f.state
+        self.store.map_sandboxes(|sb| {
+            let picked = sb.state.phase != SandboxPhase::Creating
+                && (f.id.is_empty() || sb.id.starts_with(&f.id))
+                && f.state
                     .as_ref()
                     .is_none_or(|s| s.state == sandbox_state(sb) as i32)
-            })
-            .filter(|sb| labels_match(&f.label_selector, &sb.config.labels))
-            .map(|sb| api::PodSandbox {
+                && labels_match(&f.label_selector, &sb.config.labels);
+            picked.then(|| api::PodSandbox {
                 id: sb.id.clone(),
                 metadata: Some(sb.metadata()),
-                state: sandbox_state(&sb) as i32,
+                state: sandbox_state(sb) as i32,
                 created_at: sb.state.created_at,
                 labels: sb.config.labels.clone(),
                 annotations: sb.config.annotations.clone(),
                 runtime_handler: sb.state.runtime_handler.clone(),
             })
-            .collect()
+        })
     }
 }
 

@@ -53,28 +53,20 @@ impl Engine {
     ) -> Result<Vec<api::ContainerStats>> {
         let f = filter.unwrap_or_default();
         let mut out = Vec::new();
-        for c in self.store.containers() {
-            if c.state.phase != ContainerPhase::Running
-                || (!f.id.is_empty() && !c.id.starts_with(&f.id))
-                || (!f.pod_sandbox_id.is_empty() && !c.sandbox_id.starts_with(&f.pod_sandbox_id))
-                || !crate::sandbox::labels_match(&f.label_selector, &c.config.labels)
-            {
-                continue;
-            }
+        let picked = self.store.map_containers(|c| {
+            let keep = c.state.phase == ContainerPhase::Running
+                && (f.id.is_empty() || c.id.starts_with(&f.id))
+                && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
+                && crate::sandbox::labels_match(&f.label_selector, &c.config.labels);
+            keep.then(|| c.clone())
+        });
+        for c in picked {
             out.push(self.stats_of(&c).await);
         }
-        let live: Vec<String> = self
+        let mut live = self
             .store
-            .containers()
-            .into_iter()
-            .map(|c| c.state.cgroups_path)
-            .chain(
-                self.store
-                    .sandboxes()
-                    .into_iter()
-                    .filter_map(|s| pod_cgroup(&s)),
-            )
-            .collect();
+            .map_containers(|c| Some(c.state.cgroups_path.clone()));
+        live.extend(self.store.map_sandboxes(pod_cgroup));
         self.samples.forget(&|k| live.iter().any(|l| l == k));
         Ok(out)
     }
@@ -150,13 +142,13 @@ impl Engine {
     ) -> Result<Vec<api::PodSandboxStats>> {
         let f = filter.unwrap_or_default();
         let mut out = Vec::new();
-        for sb in self.store.sandboxes() {
-            if !sb.ready()
-                || (!f.id.is_empty() && !sb.id.starts_with(&f.id))
-                || !crate::sandbox::labels_match(&f.label_selector, &sb.config.labels)
-            {
-                continue;
-            }
+        let picked = self.store.map_sandboxes(|sb| {
+            let keep = sb.ready()
+                && (f.id.is_empty() || sb.id.starts_with(&f.id))
+                && crate::sandbox::labels_match(&f.label_selector, &sb.config.labels);
+            keep.then(|| sb.clone())
+        });
+        for sb in picked {
             out.push(self.sandbox_stats_of(&sb).await);
         }
         Ok(out)

@@ -296,6 +296,17 @@ impl Store {
         self.index().containers.values().cloned().collect()
     }
 
+    /// What `f` makes of each sandbox it picks, under the index lock: only what is
+    /// picked is copied (listing a few of many sandboxes copies a few).
+    pub fn map_sandboxes<T>(&self, f: impl FnMut(&Sandbox) -> Option<T>) -> Vec<T> {
+        self.index().sandboxes.values().filter_map(f).collect()
+    }
+
+    /// What `f` makes of each container it picks, under the index lock.
+    pub fn map_containers<T>(&self, f: impl FnMut(&Container) -> Option<T>) -> Vec<T> {
+        self.index().containers.values().filter_map(f).collect()
+    }
+
     pub fn containers_of(&self, sandbox_id: &str) -> Vec<Container> {
         self.index()
             .containers

@@ -154,8 +154,8 @@ pub struct ContainerIo {
 impl ContainerIo {
     pub fn new(fifos: FifoSet, tty: bool, stdin_once: bool) -> Arc<Self> {
         Arc::new(ContainerIo {
-            stdout: broadcast::channel(256).0,
-            stderr: broadcast::channel(256).0,
+            stdout: broadcast::channel(ATTACH_BACKLOG).0,
+            stderr: broadcast::channel(ATTACH_BACKLOG).0,
             stdin: tokio::sync::Mutex::new(None),
             stdin_once,
             tty,
@@ -236,22 +236,35 @@ impl ContainerIo {
     }
 }
 
+/// The most a single read of a container's output takes.
+const TEE_CHUNK: usize = 32 << 10;
+
+/// Chunks an attach session may fall behind by before it skips ahead.
+const ATTACH_BACKLOG: usize = 16;
+
 /// Copies `src` into a pipe whose read end is returned, sending each chunk to `tx` too.
-fn tee(mut src: pipe::Receiver, tx: broadcast::Sender<Bytes>) -> tokio::io::DuplexStream {
+fn tee(src: pipe::Receiver, tx: broadcast::Sender<Bytes>) -> tokio::io::DuplexStream {
     let (mut w, r) = tokio::io::duplex(64 << 10);
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 << 10];
         let mut log_open = true;
         loop {
-            match src.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let chunk = Bytes::copy_from_slice(&buf[..n]);
-                    let _ = tx.send(chunk.clone());
-                    if log_open && w.write_all(&chunk).await.is_err() {
-                        log_open = false;
-                    }
+            if src.readable().await.is_err() {
+                break;
+            }
+            // The read buffer lives only between readiness and the copy: an idle
+            // container's output holds no buffer while it waits.
+            let chunk = {
+                let mut buf = [0u8; TEE_CHUNK];
+                match src.try_read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => Bytes::copy_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break,
                 }
+            };
+            let _ = tx.send(chunk.clone());
+            if log_open && w.write_all(&chunk).await.is_err() {
+                log_open = false;
             }
         }
         let _ = w.shutdown().await;

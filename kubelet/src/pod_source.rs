@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use gantry_pod_manager::cluster::Cluster;
 use gantry_pod_manager::manager::PodManager;
 use gantry_pod_manager::worker::pod_name;
@@ -101,7 +101,11 @@ pub async fn watch_api<C: Cluster>(
         let config = watcher::Config::default()
             .fields(&format!("spec.nodeName={node}"))
             .timeout(WATCH_TIMEOUT_SECS);
-        let mut stream = watcher::watcher(pods, config).boxed();
+        // managedFields are the apiserver's bookkeeping of who set which field; the
+        // node never reads them, and they are often the larger part of a pod.
+        let mut stream = watcher::watcher(pods, config)
+            .map_ok(|e| e.modify(|p| p.metadata.managed_fields = None))
+            .boxed();
         let mut listing: Option<HashMap<String, Pod>> = None;
         while let Some(event) = stream.next().await {
             match event {

@@ -263,15 +263,20 @@ impl<C: Cluster> PodManager<C> {
             // desired pod updates, a periodic or woken one syncs, a deletion kills.
             let mut sync_type = "create";
             loop {
-                let desired = rx.borrow_and_update().clone();
-                if matches!(desired, Desired::Gone(_))
-                    || desired.pod().metadata.deletion_timestamp.is_some()
-                {
-                    sync_type = "kill";
-                }
-                let span = tracing::info_span!("pod", pod = %pod_name(desired.pod()), uid = %uid);
                 let started = std::time::Instant::now();
-                let next = tracing::Instrument::instrument(worker.sync(&desired), span).await;
+                // The pass's copy of the pod, and the pass's own state (boxed: it is
+                // large), live only while it runs; an idle worker holds neither.
+                let next = {
+                    let desired = rx.borrow_and_update().clone();
+                    if matches!(desired, Desired::Gone(_))
+                        || desired.pod().metadata.deletion_timestamp.is_some()
+                    {
+                        sync_type = "kill";
+                    }
+                    let span =
+                        tracing::info_span!("pod", pod = %pod_name(desired.pod()), uid = %uid);
+                    Box::pin(tracing::Instrument::instrument(worker.sync(&desired), span)).await
+                };
                 metrics
                     .pod_worker_duration
                     .with_label_values(&[sync_type])

@@ -116,15 +116,16 @@ impl<C: Cluster> EvictionManager<C> {
         if self.config.thresholds.is_empty() {
             return None;
         }
-        // As upstream: without the pods' stats nothing can be ranked, so no round.
-        let summary = match self.summary().await {
-            Some(s) => s,
-            None => return None,
-        };
-        let obs = self.observe(Some(&summary));
+        // The signals are node-level; the pods' stats (a cgroup sample and a
+        // writable-layer usage per container) are read only once a threshold is met,
+        // to rank the pods, so an untroubled node's round stays cheap.
+        let node = self.backend.summaries.node(&self.backend).await;
+        let obs = self.observe(&node);
         let act = state.observe(&self.config, &obs, Instant::now());
         self.pressure.set(state.conditions.clone());
         let threshold = act.first()?.clone();
+        // As upstream: without the pods' stats nothing can be ranked, so no eviction.
+        let summary = self.summary().await?;
         let resource = threshold.signal.resource();
         tracing::info!(resource, "eviction manager: attempting to reclaim");
         self.events.node_event(
@@ -135,8 +136,8 @@ impl<C: Cluster> EvictionManager<C> {
         if self.reclaimer.reclaim(threshold.signal).await > 0 {
             // Observed afresh (imagefs comes from the summary), against the threshold
             // reclaimed for (upstream's reclaimNodeLevelResources).
-            let fresh = self.summary().await;
-            let after = self.observe(fresh.as_ref());
+            let fresh = self.backend.summaries.node(&self.backend).await;
+            let after = self.observe(&fresh);
             if state::thresholds_met(std::slice::from_ref(&threshold), &after, true).is_empty() {
                 tracing::info!(
                     resource,
@@ -208,7 +209,7 @@ impl<C: Cluster> EvictionManager<C> {
         }
     }
 
-    fn observe(&self, summary: Option<&summary::Summary>) -> Observations {
+    fn observe(&self, node: &summary::NodeStats) -> Observations {
         let mut obs = Observations::new();
         match signals::memory(std::path::Path::new("/")) {
             Ok(o) => {
@@ -223,9 +224,7 @@ impl<C: Cluster> EvictionManager<C> {
             }
             Err(e) => tracing::warn!(error = %e, "eviction manager: nodefs"),
         }
-        let image_fs = summary
-            .and_then(|s| s.node.runtime.as_ref())
-            .and_then(|r| r.image_fs.as_ref());
+        let image_fs = node.runtime.as_ref().and_then(|r| r.image_fs.as_ref());
         if let Some(fs) = image_fs {
             let pair = |a: Option<u64>, c: Option<u64>| {
                 Some(Observation {

@@ -329,7 +329,7 @@ impl SummaryProvider {
         out
     }
 
-    async fn node(&self, backend: &Backend) -> NodeStats {
+    pub async fn node(&self, backend: &Backend) -> NodeStats {
         let now = rfc3339(OffsetDateTime::now_utc());
         let stat = node_stats::proc_stat();
         let start_time = stat
