@@ -94,6 +94,11 @@ impl Images {
     ) -> Result<String> {
         let pulled = self.puller.pull(spec, auth).await;
         self.changed();
+        if pulled.is_ok() {
+            // An image status follows most pulls (the kubelet's, crictl's): list now,
+            // while the pull's own image event has usually been seen, so it is kept.
+            let _ = self.records().await;
+        }
         pulled
     }
 
