@@ -214,13 +214,8 @@ impl Engine {
     async fn set_up_network(&self, sb: &Sandbox) -> Result<Vec<String>> {
         let attachment = self.attachment(sb);
         let cni = self.cni.clone();
-        let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || cni.add(&attachment)).await;
-        crate::metrics::CriMetrics::global()
-            .cni_duration
-            .with_label_values(&["add"])
-            .observe(started.elapsed().as_secs_f64());
-        let result = result
+        let result = timed_cni("add", move || cni.add(&attachment))
+            .await
             .map_err(|e| CriError::Internal(format!("CNI ADD: {e}")))?
             .map_err(|e| CriError::Internal(format!("set up the pod network (CNI ADD): {e}")))?;
         Ok(result.ips().iter().map(|ip| ip.to_string()).collect())
@@ -264,13 +259,8 @@ impl Engine {
         if !sb.state.host_network {
             let attachment = self.attachment(sb);
             let cni = self.cni.clone();
-            let started = std::time::Instant::now();
-            let result = tokio::task::spawn_blocking(move || cni.del(&attachment)).await;
-            crate::metrics::CriMetrics::global()
-                .cni_duration
-                .with_label_values(&["del"])
-                .observe(started.elapsed().as_secs_f64());
-            result
+            timed_cni("del", move || cni.del(&attachment))
+                .await
                 .map_err(|e| CriError::Internal(format!("CNI DEL: {e}")))?
                 .map_err(|e| {
                     CriError::Internal(format!(
@@ -406,6 +396,21 @@ impl Engine {
             })
         })
     }
+}
+
+/// Runs a CNI command on a blocking thread, timed into
+/// gantry_cri_cni_duration_seconds{operation}.
+async fn timed_cni<T: Send + 'static>(
+    operation: &str,
+    run: impl FnOnce() -> T + Send + 'static,
+) -> std::result::Result<T, tokio::task::JoinError> {
+    let started = std::time::Instant::now();
+    let result = tokio::task::spawn_blocking(run).await;
+    crate::metrics::CriMetrics::global()
+        .cni_duration
+        .with_label_values(&[operation])
+        .observe(started.elapsed().as_secs_f64());
+    result
 }
 
 pub fn sandbox_state(sb: &Sandbox) -> api::PodSandboxState {
