@@ -63,11 +63,13 @@ impl Engine {
         for c in picked {
             out.push(self.stats_of(&c).await);
         }
-        let mut live = self
+        let mut live: std::collections::HashSet<String> = self
             .store
-            .map_containers(|c| Some(c.state.cgroups_path.clone()));
+            .map_containers(|c| Some(c.state.cgroups_path.clone()))
+            .into_iter()
+            .collect();
         live.extend(self.store.map_sandboxes(pod_cgroup));
-        self.samples.forget(&|k| live.iter().any(|l| l == k));
+        self.samples.forget(&|k| live.contains(k));
         Ok(out)
     }
 
