@@ -94,9 +94,10 @@ impl Images {
     ) -> Result<String> {
         let pulled = self.puller.pull(spec, auth).await;
         self.changed();
-        if pulled.is_ok() {
+        if pulled.is_ok() && self.cache().following {
             // An image status follows most pulls (the kubelet's, crictl's): list now,
             // while the pull's own image event has usually been seen, so it is kept.
+            // (Without the events followed nothing is kept, so nothing is listed.)
             let _ = self.records().await;
         }
         pulled
@@ -458,6 +459,12 @@ mod tests {
         );
         assert_eq!(resolve(&by_id, "abab").as_deref(), Some(id.as_str()));
         assert_eq!(resolve(&by_id, "busybox").as_deref(), Some(id.as_str()));
+        // A name as stored matches as it is; another full name does not.
+        assert_eq!(
+            resolve(&by_id, "docker.io/library/busybox:latest").as_deref(),
+            Some(id.as_str())
+        );
+        assert_eq!(resolve(&by_id, "registry.k8s.io/pause:3.9"), None);
         assert_eq!(resolve(&by_id, "busybox:1.0"), None);
         let img = to_cri_image(&id, &by_id[&id]);
         assert_eq!(img.repo_tags, vec!["docker.io/library/busybox:latest"]);
