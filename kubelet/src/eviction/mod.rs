@@ -134,8 +134,8 @@ impl<C: Cluster> EvictionManager<C> {
             &format!("Attempting to reclaim {resource}"),
         );
         if self.reclaimer.reclaim(threshold.signal).await > 0 {
-            // Observed afresh (imagefs comes from the summary), against the threshold
-            // reclaimed for (upstream's reclaimNodeLevelResources).
+            // Observed afresh (imagefs from the node's runtime stats), against the
+            // threshold reclaimed for (upstream's reclaimNodeLevelResources).
             let fresh = self.backend.summaries.node(&self.backend).await;
             let after = self.observe(&fresh);
             if state::thresholds_met(std::slice::from_ref(&threshold), &after, true).is_empty() {
