@@ -239,17 +239,12 @@ fn in_place_resize(k: &Kubectl, cg: &Cgroups, node: &str) -> Result<()> {
 /// PodResizeInProgress with reason Error and a ResizeError event; the container keeps
 /// its limit.
 fn memory_shrink_below_usage_is_refused(k: &Kubectl, cg: &Cgroups, node: &str) -> Result<()> {
-    let mut busy = pod_manifest(
+    let busy = shell_pod(
         "resize-refused",
         node,
-        json!([]),
         resources("100m", "100m", "64Mi", "64Mi"),
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=40 && sleep 3600",
     );
-    busy["spec"]["containers"][0]["command"] = json!([
-        "sh",
-        "-c",
-        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=40 && sleep 3600"
-    ]);
     k.apply_yaml(&busy.to_string())?;
     let pod = wait_running(k, "resize-refused")?;
     let id = pod["status"]["containerStatuses"][0]["containerID"]
@@ -527,12 +522,12 @@ fn burstable_qos_shares_are_the_sum_of_requests(k: &Kubectl, cg: &Cgroups) -> Re
 /// says "can't fork" after fewer than podPidsLimit processes (busybox sh then exits,
 /// and the container restarts); the node still starts other pods meanwhile.
 fn fork_bomb_stays_within_pods_limit(k: &Kubectl, cg: &Cgroups, node: &str) -> Result<()> {
-    let mut bomb = pod_manifest("forkbomb", node, json!([]), json!({}));
-    bomb["spec"]["containers"][0]["command"] = json!([
-        "sh",
-        "-c",
-        "n=0; while true; do sleep 3600 & n=$((n+1)); echo forked $n; done"
-    ]);
+    let bomb = shell_pod(
+        "forkbomb",
+        node,
+        json!({}),
+        "n=0; while true; do sleep 3600 & n=$((n+1)); echo forked $n; done",
+    );
     k.apply_yaml(&bomb.to_string())?;
     let pod = until(
         "the fork bomb's pod to exist",
@@ -590,17 +585,12 @@ fn fork_bomb_stays_within_pods_limit(k: &Kubectl, cg: &Cgroups, node: &str) -> R
 /// A container allocating far beyond its 32Mi limit: OOMKilled, exit code 137, and
 /// restarted again and again.
 fn memory_hog_is_oom_killed_and_restarted(k: &Kubectl, node: &str) -> Result<()> {
-    let mut hog = pod_manifest(
+    let hog = shell_pod(
         "hog",
         node,
-        json!([]),
         resources("100m", "100m", "32Mi", "32Mi"),
+        "x=0123456789abcdef; while true; do x=\"$x$x\"; done",
     );
-    hog["spec"]["containers"][0]["command"] = json!([
-        "sh",
-        "-c",
-        "x=0123456789abcdef; while true; do x=\"$x$x\"; done"
-    ]);
     k.apply_yaml(&hog.to_string())?;
     let seen = until(
         "the hog to be OOMKilled and restarted twice",
@@ -762,6 +752,13 @@ fn pod_manifest(name: &str, node: &str, init: Value, resources: Value) -> Value 
             }],
         },
     })
+}
+
+/// A one-container pod (no init containers) whose app runs `script` in busybox sh.
+fn shell_pod(name: &str, node: &str, resources: Value, script: &str) -> Value {
+    let mut pod = pod_manifest(name, node, json!([]), resources);
+    pod["spec"]["containers"][0]["command"] = json!(["sh", "-c", script]);
+    pod
 }
 
 fn wait_running(k: &Kubectl, name: &str) -> Result<Value> {
