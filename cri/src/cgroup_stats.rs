@@ -103,6 +103,21 @@ pub fn read(layout: &CgroupLayout, cgroups_path: &str) -> Result<CgroupStats> {
     }
 }
 
+/// How many processes the kernel OOM-killed in the cgroup at `cgroups_path` (v1
+/// `memory.oom_control`, v2 `memory.events`): `None` when the cgroup or the counter is
+/// missing. One small file, so an exit can be told apart from an OOM kill at once.
+pub fn oom_kills(layout: &CgroupLayout, cgroups_path: &str) -> Option<u64> {
+    let rel = relative_cgroup_path(cgroups_path).ok()?;
+    let (file, key) = match layout {
+        CgroupLayout::V1 { root } => (
+            root.join("memory").join(rel).join("memory.oom_control"),
+            "oom_kill",
+        ),
+        CgroupLayout::V2 { root } => (root.join(rel).join("memory.events"), "oom_kill"),
+    };
+    read_keyed(&file).ok()??.get(key).copied()
+}
+
 /// The cgroup path below a hierarchy's root. `..` could leave cgroupfs, and the systemd
 /// driver's `slice:prefix:name` form names a unit, not a directory.
 fn relative_cgroup_path(cgroups_path: &str) -> Result<PathBuf> {
@@ -410,6 +425,17 @@ mod tests {
         ("{cg}/pids.current", "3\n"),
         ("{cg}/cgroup.procs", "4242\n"),
     ];
+
+    #[test]
+    fn oom_kills_are_read_from_either_layout_and_absent_without_the_cgroup() {
+        for tree_files in [&V1_TREE[..], &V2_TREE[..]] {
+            let dir = tempfile::tempdir().unwrap();
+            tree(dir.path(), tree_files);
+            let layout = CgroupLayout::detect_at(dir.path());
+            assert_eq!(oom_kills(&layout, CGROUP), Some(2), "{layout:?}");
+            assert_eq!(oom_kills(&layout, "/kubepods/gone"), None, "{layout:?}");
+        }
+    }
 
     #[test]
     fn v1_tree_reads_total_counters_and_working_set_as_cadvisor() {

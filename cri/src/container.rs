@@ -24,6 +24,10 @@ use crate::task_io::{self, ContainerIo, FifoSet};
 
 /// How long an exit waits for the output copy to finish before it is recorded.
 const IO_DRAIN: Duration = Duration::from_secs(5);
+/// How long an exit waits for its output to drain before the task is deleted first.
+const QUICK_DRAIN: Duration = Duration::from_millis(200);
+/// The file in a container's state directory that says RemoveContainer answered.
+const REMOVING_MARKER: &str = "removing";
 
 impl Engine {
     pub fn container_state_dir(&self, id: &str) -> PathBuf {
@@ -436,33 +440,59 @@ impl Engine {
         });
     }
 
-    /// Records a container's exit: deletes the task, lets the output drain, and writes
-    /// the exit code, the reason (Completed, Error, OOMKilled) and the time. Idempotent.
+    /// Records a container's exit: lets the output drain, writes the exit code, the
+    /// reason (Completed, Error, OOMKilled) and the time, and deletes the task.
+    /// Idempotent.
+    ///
+    /// With the exit time known (containerd's Wait gives it) the exit is recorded as
+    /// soon as the output is drained, and the task (runc delete, the shim's shutdown, the
+    /// rootfs unmount) goes after: StopContainer and the kubelet see the exit without
+    /// waiting for that cleanup. When the output does not drain at once (a process left
+    /// in a shared PID namespace holds it), or the time is unknown, the task goes first:
+    /// its deletion kills what is left and gives the exit time.
     pub async fn handle_exit(&self, id: &str, code: u32, exited_at: Option<i64>) {
-        let _guard = self.store.lock(id).await;
+        let guard = self.store.lock(id).await;
         let Ok(c) = self.store.container(id) else {
             return;
         };
         if c.state.phase != ContainerPhase::Running {
             return;
         }
-        let deleted = self.delete_task(id).await;
-        let (code, at) = match (deleted, exited_at) {
-            (_, Some(at)) => (code, at),
-            (Some((code, at)), None) => (code, at),
-            (None, None) => (code, store::now_ns()),
-        };
         let io = self
             .ios
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        let drained = match (&io, exited_at) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(io), Some(_)) => tokio::time::timeout(QUICK_DRAIN, io.wait_copied())
+                .await
+                .is_ok(),
+        };
+        let (code, at) = if drained {
+            (code, exited_at.unwrap_or_else(store::now_ns))
+        } else {
+            let deleted = self.delete_task(id).await;
+            match (deleted, exited_at) {
+                (_, Some(at)) => (code, at),
+                (Some((code, at)), None) => (code, at),
+                (None, None) => (code, store::now_ns()),
+            }
+        };
         if let Some(io) = &io {
-            let _ = tokio::time::timeout(IO_DRAIN, io.wait_copied()).await;
+            if !drained {
+                let _ = tokio::time::timeout(IO_DRAIN, io.wait_copied()).await;
+            }
             io.exited.send_replace(true);
             io.fifos.remove();
         }
-        let oom = self.take_oom(id);
+        // The OOM event and the exit come on different streams: an exit by SIGKILL also
+        // asks the cgroup (still there until the task is deleted) whether it was an OOM.
+        let oom = self.take_oom(id)
+            || (code == 128 + libc::SIGKILL as u32
+                && crate::cgroup_stats::oom_kills(&self.cgroups, &c.state.cgroups_path)
+                    .is_some_and(|n| n > 0));
         let mut state = c.state.clone();
         state.phase = ContainerPhase::Exited;
         state.exit_code = code as i32;
@@ -484,6 +514,12 @@ impl Engine {
                 self.emit(&c, api::ContainerEventType::ContainerStoppedEvent);
             }
             Err(e) => tracing::error!(id = %short(id), error = %e, "record the exit"),
+        }
+        drop(guard);
+        if drained {
+            // Outside the container's lock: a RemoveContainer that follows at once does
+            // not wait for it (its own release deletes the task again, idempotently).
+            self.delete_task(id).await;
         }
     }
 
@@ -562,6 +598,11 @@ impl Engine {
         }
     }
 
+    /// RemoveContainer. The container leaves the index once a marker in its state
+    /// directory says it is being removed, and the answer goes back then; its task,
+    /// FIFOs, snapshot, record and files are released right after, in the background
+    /// (containerd's own CRI leaves the snapshot's files to its garbage collector too).
+    /// A restart in between finishes the release (`finish_removals`).
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         let c = match self.store.container(id) {
             Ok(c) => c,
@@ -572,29 +613,74 @@ impl Engine {
             // As containerd's CRI: removing a running container stops it forcibly.
             self.stop_container(&c.id, 0).await?;
         }
-        let _guard = self.store.lock(&c.id).await;
-        self.delete_task(&c.id).await;
+        let guard = self.store.lock(&c.id).await;
+        let c = match self.store.container(&c.id) {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let dir = self.container_state_dir(&c.id);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::File::create(dir.join(REMOVING_MARKER)).map(drop))
+            .map_err(|e| {
+                CriError::Internal(format!(
+                    "mark container {} as being removed in {}: {e}",
+                    c.id,
+                    dir.display()
+                ))
+            })?;
+        crate::failpoint::hit("container-removing");
+        self.store.forget(&c.id);
+        drop(guard);
+        tracing::info!(id = %short(&c.id), "container removed");
+        self.emit(&c, api::ContainerEventType::ContainerDeletedEvent);
+        let engine = self.clone();
+        tokio::spawn(async move { engine.release_removed(&c.id).await });
+        Ok(())
+    }
+
+    /// Releases what a removed container held. Idempotent; on a failure the marker
+    /// stays, so the next start-up tries again.
+    pub async fn release_removed(&self, id: &str) {
+        self.delete_task(id).await;
         if let Some(io) = self
             .ios
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&c.id)
+            .remove(id)
         {
             io.fifos.remove();
         }
-        // The snapshot goes before the record: a crash in between leaves a record whose
-        // removal is simply retried.
-        self.remove_snapshot(&c.id).await;
-        let dir = self.container_state_dir(&c.id);
+        self.remove_snapshot(id).await;
+        if let Err(e) = self.store.delete(id).await {
+            tracing::warn!(id = %short(id), error = %e, "release a removed container; retried at the next start");
+            return;
+        }
+        // Last, with the marker in it: until here a restart finds the container.
+        let dir = self.container_state_dir(id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(CriError::Internal(format!("remove {}: {e}", dir.display())));
+                tracing::warn!(id = %short(id), error = %e, dir = %dir.display(), "release a removed container; retried at the next start");
             }
         }
-        self.store.delete(&c.id).await?;
-        tracing::info!(id = %short(&c.id), "container removed");
-        self.emit(&c, api::ContainerEventType::ContainerDeletedEvent);
-        Ok(())
+    }
+
+    /// At start-up: finishes every removal the last run left under way (a container
+    /// state directory holding the marker), after the index was loaded.
+    pub async fn finish_removals(&self) {
+        let base = self.config.state_dir.join("containers");
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if !entry.path().join(REMOVING_MARKER).exists() {
+                continue;
+            }
+            let id = entry.file_name().to_string_lossy().into_owned();
+            tracing::info!(id = %short(&id), "finishing the removal of a container");
+            self.store.forget(&id);
+            self.release_removed(&id).await;
+        }
     }
 
     pub fn container_status(

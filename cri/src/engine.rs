@@ -152,6 +152,7 @@ impl Engine {
         // Work in flight when the last run ended (a pull, a container being created)
         // held leases; nothing is in flight now, so their content and snapshots go.
         self.ctd.delete_stale_leases("gantry-").await?;
+        self.finish_removals().await;
         for sb in self.store.sandboxes() {
             let pinned = sb.state.host_network
                 || gantry_networking::netns::is_pinned(
@@ -161,11 +162,16 @@ impl Engine {
             let lost = sb.state.phase == SandboxPhase::Ready && (!pinned || infra_lost);
             if sb.state.phase == SandboxPhase::Creating || lost {
                 tracing::info!(id = %short(&sb.id), phase = ?sb.state.phase, "releasing a sandbox left by a restart");
-                if let Err(e) = self.release_sandbox(&sb).await {
-                    tracing::warn!(id = %short(&sb.id), error = %e, "release failed; StopPodSandbox retries it");
-                }
+                let released = match self.release_sandbox(&sb).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(id = %short(&sb.id), error = %e, "release failed; StopPodSandbox retries it");
+                        false
+                    }
+                };
                 let mut state = sb.state.clone();
                 state.phase = SandboxPhase::NotReady;
+                state.released = released;
                 self.store.update_sandbox(&sb.id, state).await?;
             } else if sb.state.phase == SandboxPhase::Ready && sb.state.infra_pid > 0 {
                 self.spawn_infra_waiter(&sb.id);

@@ -114,6 +114,7 @@ impl Engine {
                 host_network: modes.host_network,
                 runtime_handler: runtime_handler.to_string(),
                 infra_pid: 0,
+                released: false,
             },
         };
         if let Err(e) = self.store.create_sandbox(&sb, &name).await {
@@ -197,18 +198,27 @@ impl Engine {
         }
         write_sandbox_files(sb, &paths, &hostname, modes.host_network)?;
         crate::failpoint::hit("sandbox-after-namespaces");
-        let ips = if modes.host_network {
-            Vec::new()
-        } else {
-            self.set_up_network(sb).await?
+        // The network and the infra process need only the pinned namespaces, so they
+        // are set up side by side. Both are awaited to the end, even when one fails: the
+        // rollback must not race a CNI ADD still running.
+        let network = async {
+            let ips = if modes.host_network {
+                Vec::new()
+            } else {
+                self.set_up_network(sb).await?
+            };
+            crate::failpoint::hit("sandbox-after-network");
+            Ok(ips)
         };
-        crate::failpoint::hit("sandbox-after-network");
-        let infra_pid = if modes.pod_pid {
-            self.start_infra(sb).await?
-        } else {
-            0
+        let infra = async {
+            if modes.pod_pid {
+                self.start_infra(sb).await
+            } else {
+                Ok(0)
+            }
         };
-        Ok((ips, infra_pid))
+        let (ips, infra_pid) = tokio::join!(network, infra);
+        Ok((ips?, infra_pid?))
     }
 
     async fn set_up_network(&self, sb: &Sandbox) -> Result<Vec<String>> {
@@ -295,13 +305,15 @@ impl Engine {
         }
         let _guard = self.store.lock(&sb.id).await;
         let sb = self.store.sandbox(&sb.id)?;
-        self.release_sandbox(&sb).await?;
-        if sb.state.phase != SandboxPhase::NotReady {
-            let mut state = sb.state.clone();
-            state.phase = SandboxPhase::NotReady;
-            self.store.update_sandbox(&sb.id, state).await?;
-            tracing::info!(id = %short(&sb.id), "sandbox stopped");
+        if sb.state.released {
+            return Ok(());
         }
+        self.release_sandbox(&sb).await?;
+        let mut state = sb.state.clone();
+        state.phase = SandboxPhase::NotReady;
+        state.released = true;
+        self.store.update_sandbox(&sb.id, state).await?;
+        tracing::info!(id = %short(&sb.id), "sandbox stopped");
         Ok(())
     }
 
@@ -322,7 +334,14 @@ impl Engine {
             self.remove_container(&c.id).await?;
         }
         let _guard = self.store.lock(&sb.id).await;
-        self.release_sandbox(&sb).await?;
+        let sb = match self.store.sandbox(&sb.id) {
+            Ok(sb) => sb,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !sb.state.released {
+            self.release_sandbox(&sb).await?;
+        }
         let paths = self.sandbox_paths(&sb.id);
         for d in [&paths.state, &paths.root] {
             match std::fs::remove_dir_all(d) {

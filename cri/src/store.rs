@@ -52,6 +52,11 @@ pub struct SandboxState {
     /// The pid of the infra process when the pod shares one PID namespace, else 0.
     #[serde(default)]
     pub infra_pid: u32,
+    /// Whether the network, namespaces and /dev/shm were released (a stop finished):
+    /// later stops and the removal skip the CNI DEL, as containerd does once the
+    /// sandbox's netns is closed.
+    #[serde(default)]
+    pub released: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -450,6 +455,12 @@ impl Store {
                 ))
             }
         }
+        self.forget(id);
+        Ok(())
+    }
+
+    /// Drops the object from the index (its record stays): CRI clients no longer see it.
+    pub fn forget(&self, id: &str) {
         let mut idx = self.index();
         idx.sandboxes.remove(id);
         idx.containers.remove(id);
@@ -459,7 +470,6 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        Ok(())
     }
 
     /// Rebuilds the index from containerd's records. Records that cannot be read are

@@ -605,6 +605,46 @@ fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
     // The pod itself is intact and takes containers again.
     let id = c.run_container(&pod, "after", json!({"command": ["sleep", "60"]}))?;
     c.wait_state(&id, "CONTAINER_RUNNING")?;
+
+    // Crash once RemoveContainer has marked the container, before it answered: the
+    // restart finishes the removal (task, snapshot, record).
+    c.ok(&["stop", "--timeout", "0", &id])?;
+    cri.restart_with_failpoint(&mut bed, libc::SIGTERM, Some("container-removing"))?;
+    {
+        let c = Crictl {
+            cri: &cri,
+            dir: &work,
+        };
+        ensure!(
+            c.run(&["rm", &id])?.status.code() != Some(0),
+            "RemoveContainer survived its crash point"
+        );
+    }
+    ensure!(
+        ctr(&cri, &["containers", "ls", "-q"])?.contains(&id),
+        "the crash point was reached with the container's record still there"
+    );
+    cri.restart(&mut bed, libc::SIGKILL)?;
+    let c = Crictl {
+        cri: &cri,
+        dir: &work,
+    };
+    ensure!(
+        c.ok(&["ps", "-a", "-q"])?.is_empty(),
+        "the container whose removal was cut short is not listed after the restart"
+    );
+    wait::until(
+        "the interrupted removal to release the record and the snapshot",
+        Duration::from_secs(30),
+        || {
+            let records = ctr(&cri, &["containers", "ls", "-q"])?;
+            let snapshots = ctr(&cri, &["snapshots", "ls"])?;
+            if records.contains(&id) || snapshots.contains("Active") {
+                anyhow::bail!("still there: records {records:?}, snapshots {snapshots:?}");
+            }
+            Ok(Some(()))
+        },
+    )?;
     c.ok(&["stopp", &pod.0])?;
     c.ok(&["rmp", &pod.0])?;
     ensure!(

@@ -24,6 +24,7 @@ pub struct Options {
     pub rounds: u32,
     pub out: PathBuf,
     pub quick: bool,
+    pub p5_only: bool,
 }
 
 /// How much of each measurement a run does.
@@ -163,6 +164,9 @@ async fn measure(
     // sandboxes it does not know, and critest's would be such.
     p5(bed, scale, &opts.out, res)?;
     say(started, "P5 (critest -benchmark) done");
+    if opts.p5_only {
+        return Ok(());
+    }
     let fl = floor::prepare(bed, IMAGE)?;
     for i in 0..scale.floor_runs {
         res.floor.push(fl.start_once(i)?);

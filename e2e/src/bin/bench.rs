@@ -1,6 +1,6 @@
 //! `bench`: Gantry against the reference node (issue 7). See README "Benchmarks".
 //!
-//!   bench [--rounds N] [--out DIR] [--quick]
+//!   bench [--rounds N] [--out DIR] [--quick] [--p5-only]
 
 use std::path::PathBuf;
 
@@ -24,6 +24,10 @@ struct Cli {
     /// Fewer pods, shorter windows and fewer samples, for development.
     #[arg(long)]
     quick: bool,
+    /// Only P5 (critest -benchmark on both CRIs), for work on CRI latencies; the
+    /// other rows stay empty.
+    #[arg(long)]
+    p5_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -45,6 +49,7 @@ fn main() -> Result<()> {
         rounds: cli.rounds,
         out: out.clone(),
         quick: cli.quick,
+        p5_only: cli.p5_only,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

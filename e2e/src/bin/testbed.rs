@@ -1,7 +1,8 @@
 //! `testbed`: the test bed from the command line.
 //!
 //!   testbed up [--name dev] [--apply DIR_OR_FILE]...   start a bed with a Gantry node
-//!              [--node-kind gantry|reference]           (or the reference node), apply
+//!              [--node-kind gantry|reference|cri]       (the reference node, or a bare
+//!                                                       `gantry cri` and no node), apply
 //!                                                       manifests, wait for their pods,
 //!                                                       leave it running
 //!   testbed down [--name dev | --all]                   tear beds down
@@ -30,6 +31,9 @@ struct Cli {
 enum NodeKind {
     Gantry,
     Reference,
+    /// No node: a standalone `gantry cri` on the bed's containerd, for crictl and
+    /// critest (no kubelet removes what they make).
+    Cri,
 }
 
 #[derive(Subcommand)]
@@ -46,8 +50,9 @@ enum Cmd {
         /// Name of the node.
         #[arg(long, default_value = "gantry")]
         node: String,
-        /// Which node: `gantry` (gantry node, embedded CRI) or `reference` (the
-        /// upstream kubelet on containerd's CRI plugin).
+        /// Which node: `gantry` (gantry node, embedded CRI), `reference` (the
+        /// upstream kubelet on containerd's CRI plugin) or `cri` (no node, a bare
+        /// `gantry cri`).
         #[arg(long, default_value = "gantry")]
         node_kind: NodeKind,
     },
@@ -107,6 +112,7 @@ fn up(name: &str, manifests: &[PathBuf], node: &str, kind: NodeKind) -> Result<(
             bed.start_reference_node(node)?;
             None
         }
+        NodeKind::Cri => Some(bed.start_gantry_cri(node)?.socket),
     };
     eprintln!("testbed: node {node} Ready after {:.1?}", started.elapsed());
     let kubectl = bed.kubectl()?;
