@@ -69,7 +69,7 @@ pub fn parse_reference(image: &str) -> Result<Reference> {
             "image reference is empty".to_string(),
         ));
     }
-    Reference::try_from(image)
+    crate::reference::parse(image)
         .map_err(|e| CriError::InvalidArgument(format!("parse image reference {image:?}: {e}")))
 }
 

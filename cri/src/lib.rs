@@ -33,6 +33,7 @@ pub mod infra;
 pub mod metrics;
 pub mod observe;
 pub mod oci_spec;
+pub mod reference;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
