@@ -170,11 +170,14 @@ mod tests {
 
     const HEX64: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
 
+    /// Input, then the registry, repository, tag and digest it normalizes to.
+    type Case<'a> = (String, &'a str, &'a str, Option<&'a str>, Option<String>);
+
     #[test]
     fn references_normalize_as_docker_does() {
         let d256 = format!("sha256:{HEX64}");
         let d512 = format!("sha512:{HEX64}{HEX64}");
-        let cases: Vec<(String, &str, &str, Option<&str>, Option<String>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "busybox".into(),
                 "docker.io",
