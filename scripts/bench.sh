@@ -3,7 +3,7 @@
 # CRI plugin, on one test bed. Sets up this machine if needed (scripts/setup.sh), builds
 # `gantry` in the `lean` profile (release with whole-program LTO) and the
 # `bench` program in release mode, and runs it with that gantry.
-#   scripts/bench.sh [--rounds N] [--out DIR] [--quick]
+#   scripts/bench.sh [--rounds N] [--out DIR] [--quick] [--p5-only]
 # Results: e2e/bench-results/<date>/ (results.md, results.json, startup.svg).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
