@@ -463,25 +463,25 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        let drained = match (&io, exited_at) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(io), Some(_)) => tokio::time::timeout(QUICK_DRAIN, io.wait_copied())
+        // The exit time, when the exit can be recorded before the task is deleted.
+        let quick = match (exited_at, &io) {
+            (Some(at), None) => Some(at),
+            (Some(at), Some(io)) => tokio::time::timeout(QUICK_DRAIN, io.wait_copied())
                 .await
-                .is_ok(),
+                .ok()
+                .map(|()| at),
+            (None, _) => None,
         };
-        let (code, at) = if drained {
-            (code, exited_at.unwrap_or_else(store::now_ns))
-        } else {
-            let deleted = self.delete_task(id).await;
-            match (deleted, exited_at) {
+        let (code, at) = match quick {
+            Some(at) => (code, at),
+            None => match (self.delete_task(id).await, exited_at) {
                 (_, Some(at)) => (code, at),
                 (Some((code, at)), None) => (code, at),
                 (None, None) => (code, store::now_ns()),
-            }
+            },
         };
         if let Some(io) = &io {
-            if !drained {
+            if quick.is_none() {
                 let _ = tokio::time::timeout(IO_DRAIN, io.wait_copied()).await;
             }
             io.exited.send_replace(true);
@@ -516,7 +516,7 @@ impl Engine {
             Err(e) => tracing::error!(id = %short(id), error = %e, "record the exit"),
         }
         drop(guard);
-        if drained {
+        if quick.is_some() {
             // Outside the container's lock: a RemoveContainer that follows at once does
             // not wait for it (its own release deletes the task again, idempotently).
             self.delete_task(id).await;
@@ -604,19 +604,33 @@ impl Engine {
     /// (containerd's own CRI leaves the snapshot's files to its garbage collector too).
     /// A restart in between finishes the release (`finish_removals`).
     pub async fn remove_container(&self, id: &str) -> Result<()> {
+        if let Some(id) = self.mark_removed(id).await? {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.release_removed(&id).await {
+                    tracing::warn!(id = %short(&id), error = %e, "release a removed container; retried at the next start");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops the container if it runs, marks it as being removed and drops it from the
+    /// index; returns its id, or None when it was gone already.
+    pub async fn mark_removed(&self, id: &str) -> Result<Option<String>> {
         let c = match self.store.container(id) {
             Ok(c) => c,
-            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
         if c.state.phase == ContainerPhase::Running {
             // As containerd's CRI: removing a running container stops it forcibly.
             self.stop_container(&c.id, 0).await?;
         }
-        let guard = self.store.lock(&c.id).await;
+        let _guard = self.store.lock(&c.id).await;
         let c = match self.store.container(&c.id) {
             Ok(c) => c,
-            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
         let dir = self.container_state_dir(&c.id);
@@ -631,17 +645,14 @@ impl Engine {
             })?;
         crate::failpoint::hit("container-removing");
         self.store.forget(&c.id);
-        drop(guard);
         tracing::info!(id = %short(&c.id), "container removed");
         self.emit(&c, api::ContainerEventType::ContainerDeletedEvent);
-        let engine = self.clone();
-        tokio::spawn(async move { engine.release_removed(&c.id).await });
-        Ok(())
+        Ok(Some(c.id))
     }
 
     /// Releases what a removed container held. Idempotent; on a failure the marker
     /// stays, so the next start-up tries again.
-    pub async fn release_removed(&self, id: &str) {
+    pub async fn release_removed(&self, id: &str) -> Result<()> {
         self.delete_task(id).await;
         if let Some(io) = self
             .ios
@@ -652,16 +663,14 @@ impl Engine {
             io.fifos.remove();
         }
         self.remove_snapshot(id).await;
-        if let Err(e) = self.store.delete(id).await {
-            tracing::warn!(id = %short(id), error = %e, "release a removed container; retried at the next start");
-            return;
-        }
+        self.store.delete(id).await?;
         // Last, with the marker in it: until here a restart finds the container.
         let dir = self.container_state_dir(id);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(id = %short(id), error = %e, dir = %dir.display(), "release a removed container; retried at the next start");
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(CriError::Internal(format!("remove {}: {e}", dir.display())))
             }
+            _ => Ok(()),
         }
     }
 
@@ -679,7 +688,9 @@ impl Engine {
             let id = entry.file_name().to_string_lossy().into_owned();
             tracing::info!(id = %short(&id), "finishing the removal of a container");
             self.store.forget(&id);
-            self.release_removed(&id).await;
+            if let Err(e) = self.release_removed(&id).await {
+                tracing::warn!(id = %short(&id), error = %e, "release a removed container; retried at the next start");
+            }
         }
     }
 

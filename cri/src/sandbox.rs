@@ -330,8 +330,12 @@ impl Engine {
                 sb.id
             )));
         }
+        // Unlike a lone RemoveContainer, the pod's removal waits for its containers'
+        // release: nothing of the pod is left when it answers.
         for c in self.store.containers_of(&sb.id) {
-            self.remove_container(&c.id).await?;
+            if let Some(id) = self.mark_removed(&c.id).await? {
+                self.release_removed(&id).await?;
+            }
         }
         let _guard = self.store.lock(&sb.id).await;
         let sb = match self.store.sandbox(&sb.id) {
