@@ -69,25 +69,11 @@ fn valid_name(name: &str) -> bool {
 /// A path component: lowercase letters and digits in runs joined by one '.', one or
 /// two '_', or any number of '-'.
 fn valid_component(c: &str) -> bool {
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let bytes = c.as_bytes();
-    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
-        return false;
-    }
-    let mut sep = String::new();
-    for &b in bytes {
-        if alnum(b) {
-            if !matches!(sep.as_str(), "" | "." | "_" | "__") && !sep.bytes().all(|s| s == b'-') {
-                return false;
-            }
-            sep.clear();
-        } else if matches!(b, b'.' | b'_' | b'-') {
-            sep.push(b as char);
-        } else {
-            return false;
-        }
-    }
-    true
+    let alnum = |ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit();
+    c.starts_with(alnum)
+        && c.ends_with(alnum)
+        && c.split(alnum)
+            .all(|sep| matches!(sep, "" | "." | "_" | "__") || sep.bytes().all(|b| b == b'-'))
 }
 
 /// `host[:port]`: dot-separated labels of letters, digits and inner '-'.
