@@ -474,12 +474,26 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
         "exec after restart"
     );
 
-    // Removal releases everything: containers, sandboxes, IPs, mounts, records.
+    // Removal releases everything: containers, sandboxes, IPs, mounts, records. Each
+    // pod's network is torn down once (CNI DEL), however often it is stopped, and not
+    // again by its removal, as containerd does.
+    let cni_dels = || -> Result<f64> {
+        let (_, text) = gantry_e2e::http::http_get(&cri.metrics_addr, "/metrics")?;
+        Ok(gantry_e2e::prom::sample(
+            &text,
+            "gantry_cri_cni_duration_seconds_count",
+            &[("operation", "del")],
+        )
+        .unwrap_or(0.0))
+    };
+    let dels_before = cni_dels()?;
     for pod in [&web.0, &client.0] {
         c.ok(&["stopp", pod])?;
         c.ok(&["stopp", pod])?; // idempotent
         c.ok(&["rmp", pod])?;
     }
+    let dels = cni_dels()? - dels_before;
+    ensure!(dels == 2.0, "CNI DEL ran {dels} times for two pods");
     ensure!(c.ok(&["ps", "-a", "-q"])?.is_empty(), "containers left");
     ensure!(c.ok(&["pods", "-q"])?.is_empty(), "pods left");
     let mounts = host::mounts_below(&cri.state_dir);
@@ -507,6 +521,19 @@ fn pods_and_containers_run_through_gantry_cri() -> Result<()> {
 
 /// A crash in the middle of RunPodSandbox or CreateContainer leaves nothing that a
 /// restart does not find and release: no namespace pin, no IP, no snapshot, no lease.
+/// Restarts the CRI (SIGKILL) and checks that crictl lists no container, for `why`.
+fn restart_listing_no_container(
+    bed: &mut Bed,
+    cri: &mut GantryCri,
+    work: &Path,
+    why: &str,
+) -> Result<()> {
+    cri.restart(bed, libc::SIGKILL)?;
+    let c = Crictl { cri, dir: work };
+    ensure!(c.ok(&["ps", "-a", "-q"])?.is_empty(), "{why}");
+    Ok(())
+}
+
 #[test]
 fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
     let mut bed = Bed::start(&BedOptions::named("e2e-gantry-crash"))?;
@@ -586,15 +613,11 @@ fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
         ctr(&cri, &["snapshots", "ls"])?.contains("Active"),
         "the crash point was reached with the snapshot prepared"
     );
-    cri.restart(&mut bed, libc::SIGKILL)?;
+    restart_listing_no_container(&mut bed, &mut cri, &work, "no container was recorded")?;
     let c = Crictl {
         cri: &cri,
         dir: &work,
     };
-    ensure!(
-        c.ok(&["ps", "-a", "-q"])?.is_empty(),
-        "no container was recorded"
-    );
     let snapshots = ctr(&cri, &["snapshots", "ls"])?;
     ensure!(
         !snapshots.contains("Active"),
@@ -624,15 +647,16 @@ fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
         ctr(&cri, &["containers", "ls", "-q"])?.contains(&id),
         "the crash point was reached with the container's record still there"
     );
-    cri.restart(&mut bed, libc::SIGKILL)?;
+    restart_listing_no_container(
+        &mut bed,
+        &mut cri,
+        &work,
+        "the container whose removal was cut short is not listed after the restart",
+    )?;
     let c = Crictl {
         cri: &cri,
         dir: &work,
     };
-    ensure!(
-        c.ok(&["ps", "-a", "-q"])?.is_empty(),
-        "the container whose removal was cut short is not listed after the restart"
-    );
     wait::until(
         "the interrupted removal to release the record and the snapshot",
         Duration::from_secs(30),
