@@ -110,9 +110,9 @@ impl Engine {
             }
         };
         let result = self
-            .create_container_record(&c, &sb, &image, &unique, &lease)
+            .create_container_record(&c, &sb, &image, &unique, &lease.id)
             .await;
-        self.ctd.delete_lease(&lease).await;
+        self.ctd.release_lease(lease);
         if let Err(e) = result {
             self.remove_snapshot(&id).await;
             self.store.release_name(&unique, &id);

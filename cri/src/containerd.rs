@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{
     containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
@@ -20,7 +22,19 @@ use crate::image_pull::{expire_in, unique_suffix};
 pub struct Containerd {
     channel: Channel,
     namespace: String,
+    /// One lease per prefix made ahead of need (see [`Containerd::create_lease`]).
+    spare_leases: Arc<Mutex<HashMap<&'static str, (String, Instant)>>>,
 }
+
+/// A lease of Gantry's: its id, and the prefix it was named by.
+pub struct Lease {
+    pub id: String,
+    prefix: &'static str,
+}
+
+/// How long a lease made ahead is used at most: it still has most of its hour before
+/// containerd expires it when the work it covers begins.
+const SPARE_LEASE_AGE: Duration = Duration::from_secs(300);
 
 impl Containerd {
     /// Connects lazily: containerd may start after Gantry, and calls fail with
@@ -33,6 +47,7 @@ impl Containerd {
         Ok(Containerd {
             channel,
             namespace: namespace.to_string(),
+            spare_leases: Default::default(),
         })
     }
 
@@ -86,8 +101,23 @@ impl Containerd {
     }
 
     /// A lease named `prefix-…` that expires by itself after an hour, so work cut short
-    /// by a crash (a pull, a container being created) is collected by containerd.
-    pub async fn create_lease(&self, prefix: &str) -> Result<String> {
+    /// by a crash (a pull, a container being created) is collected by containerd (and
+    /// at the next start, which deletes every `gantry-` lease). The one made ahead when
+    /// the last lease of `prefix` was let go is taken when it is fresh, so the work does
+    /// not wait for containerd to write a lease.
+    pub async fn create_lease(&self, prefix: &'static str) -> Result<Lease> {
+        let spare = self.spares().remove(prefix);
+        if let Some((id, made)) = spare {
+            if made.elapsed() < SPARE_LEASE_AGE {
+                return Ok(Lease { id, prefix });
+            }
+            self.spawn_lease_delete(id);
+        }
+        let id = self.new_lease(prefix).await?;
+        Ok(Lease { id, prefix })
+    }
+
+    async fn new_lease(&self, prefix: &str) -> Result<String> {
         let id = format!("{prefix}-{}", unique_suffix());
         let labels = HashMap::from([("containerd.io/gc.expire".to_string(), expire_in(3600))]);
         self.leases()
@@ -98,6 +128,10 @@ impl Containerd {
             .await
             .map_err(|s| CriError::containerd(format!("create lease {id}"), s))?;
         Ok(id)
+    }
+
+    fn spares(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, (String, Instant)>> {
+        self.spare_leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Deletes every lease whose id starts with `prefix`, synchronously (containerd
@@ -123,8 +157,45 @@ impl Containerd {
         Ok(())
     }
 
-    /// Deletes a lease; a failure is only logged, since the lease expires anyway.
-    pub async fn delete_lease(&self, id: &str) {
+    /// Deletes a lease and waits for that (a failure is only logged, since the lease
+    /// expires anyway).
+    pub async fn delete_lease(&self, lease: Lease) {
+        self.delete_lease_now(&lease.id).await;
+    }
+
+    /// Lets a lease go: it is deleted in the background (a failure is only logged,
+    /// since the lease expires anyway), and then the next lease of its prefix is made
+    /// ahead of need unless one is waiting already.
+    pub fn release_lease(&self, lease: Lease) {
+        let ctd = self.clone();
+        tokio::spawn(async move {
+            ctd.delete_lease_now(&lease.id).await;
+            if ctd.spares().contains_key(lease.prefix) {
+                return;
+            }
+            let Ok(id) = ctd.new_lease(lease.prefix).await else {
+                return;
+            };
+            let made = (id, Instant::now());
+            let extra = match ctd.spares().entry(lease.prefix) {
+                std::collections::hash_map::Entry::Occupied(_) => Some(made.0),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(made);
+                    None
+                }
+            };
+            if let Some(id) = extra {
+                ctd.delete_lease_now(&id).await;
+            }
+        });
+    }
+
+    fn spawn_lease_delete(&self, id: String) {
+        let ctd = self.clone();
+        tokio::spawn(async move { ctd.delete_lease_now(&id).await });
+    }
+
+    async fn delete_lease_now(&self, id: &str) {
         if let Err(s) = self
             .leases()
             .delete(self.req(DeleteRequest {

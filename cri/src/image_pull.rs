@@ -221,7 +221,7 @@ impl Puller {
             .store(
                 &client,
                 &remote,
-                &lease,
+                &lease.id,
                 (&top_bytes, &top_digest, &top_type),
                 (&manifest_bytes, &manifest_digest),
                 config_desc,
@@ -229,7 +229,7 @@ impl Puller {
                 reference,
             )
             .await;
-        self.ctd.delete_lease(&lease).await;
+        self.ctd.delete_lease(lease).await;
         result
     }
 

@@ -43,8 +43,8 @@ impl Engine {
         };
         let id = infra_id(&sb.id);
         let lease = self.ctd.create_lease("gantry-infra").await?;
-        let result = self.create_infra(sb, &id, &image, &lease).await;
-        self.ctd.delete_lease(&lease).await;
+        let result = self.create_infra(sb, &id, &image, &lease.id).await;
+        self.ctd.delete_lease(lease).await;
         result?;
         let rootfs = self.rootfs_mounts(&id).await?;
         self.ctd

@@ -265,8 +265,13 @@ impl Engine {
     /// errors are returned so the caller (the kubelet) retries until it succeeds.
     pub async fn release_sandbox(&self, sb: &Sandbox) -> Result<()> {
         let paths = self.sandbox_paths(&sb.id);
-        self.remove_infra(&sb.id).await?;
-        if !sb.state.host_network {
+        // The infra process and the network need nothing of each other (the netns is
+        // pinned by its bind mount): both are released at once, and both run to the end
+        // before an error of either is returned.
+        let network = async {
+            if sb.state.host_network {
+                return Ok(());
+            }
             let attachment = self.attachment(sb);
             let cni = self.cni.clone();
             timed_cni("del", move || cni.del(&attachment))
@@ -277,8 +282,11 @@ impl Engine {
                         "tear down the network of pod sandbox {} (CNI DEL): {e}",
                         sb.id
                     ))
-                })?;
-        }
+                })
+        };
+        let (infra, network) = tokio::join!(self.remove_infra(&sb.id), network);
+        infra?;
+        network?;
         unmount(&paths.shm())?;
         let ns_dir = paths.ns_dir();
         tokio::task::spawn_blocking(move || netns::remove(&ns_dir))
@@ -300,8 +308,10 @@ impl Engine {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
         };
-        for c in self.store.containers_of(&sb.id) {
-            self.stop_container(&c.id, 0).await?;
+        let containers = self.store.containers_of(&sb.id);
+        let stops = containers.iter().map(|c| self.stop_container(&c.id, 0));
+        for stopped in futures::future::join_all(stops).await {
+            stopped?;
         }
         let _guard = self.store.lock(&sb.id).await;
         let sb = self.store.sandbox(&sb.id)?;
