@@ -310,17 +310,11 @@ fn run_node(args: NodeArgs) -> i32 {
 /// and memory freed in one is not reused by the others: a long-running agent whose
 /// tasks hop between threads keeps the sum of their peaks resident. Two arenas are
 /// enough for two runtime workers and the odd blocking thread.
-///
-/// glibc also raises its mmap and trim thresholds (up to 32 MiB and 64 MiB) each time
-/// a large mmapped block is freed, after which freed heap is kept rather than given
-/// back. Fixing them keeps the defaults' behaviour for good.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 10);
     }
 }
 
