@@ -111,7 +111,8 @@ impl Containerd {
             if made.elapsed() < SPARE_LEASE_AGE {
                 return Ok(Lease { id, prefix });
             }
-            self.spawn_lease_delete(id);
+            let ctd = self.clone();
+            tokio::spawn(async move { ctd.delete_lease_now(&id).await });
         }
         let id = self.new_lease(prefix).await?;
         Ok(Lease { id, prefix })
@@ -165,7 +166,8 @@ impl Containerd {
 
     /// Lets a lease go: it is deleted in the background (a failure is only logged,
     /// since the lease expires anyway), and then the next lease of its prefix is made
-    /// ahead of need unless one is waiting already.
+    /// ahead of need unless one is waiting already. Of two made at once, the newer is
+    /// kept and the other deleted.
     pub fn release_lease(&self, lease: Lease) {
         let ctd = self.clone();
         tokio::spawn(async move {
@@ -176,23 +178,11 @@ impl Containerd {
             let Ok(id) = ctd.new_lease(lease.prefix).await else {
                 return;
             };
-            let made = (id, Instant::now());
-            let extra = match ctd.spares().entry(lease.prefix) {
-                std::collections::hash_map::Entry::Occupied(_) => Some(made.0),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(made);
-                    None
-                }
-            };
-            if let Some(id) = extra {
+            let displaced = ctd.spares().insert(lease.prefix, (id, Instant::now()));
+            if let Some((id, _)) = displaced {
                 ctd.delete_lease_now(&id).await;
             }
         });
-    }
-
-    fn spawn_lease_delete(&self, id: String) {
-        let ctd = self.clone();
-        tokio::spawn(async move { ctd.delete_lease_now(&id).await });
     }
 
     async fn delete_lease_now(&self, id: &str) {
