@@ -341,11 +341,16 @@ impl Engine {
             )));
         }
         // Unlike a lone RemoveContainer, the pod's removal waits for its containers'
-        // release: nothing of the pod is left when it answers.
-        for c in self.store.containers_of(&sb.id) {
-            if let Some(id) = self.mark_removed(&c.id).await? {
-                self.release_removed(&id).await?;
+        // release (all at once): nothing of the pod is left when it answers.
+        let containers = self.store.containers_of(&sb.id);
+        let removals = containers.iter().map(|c| async {
+            match self.mark_removed(&c.id).await? {
+                Some(id) => self.release_removed(&id).await,
+                None => Ok(()),
             }
+        });
+        for removed in futures::future::join_all(removals).await {
+            removed?;
         }
         let _guard = self.store.lock(&sb.id).await;
         let sb = match self.store.sandbox(&sb.id) {
