@@ -323,8 +323,7 @@ const HEAP_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3
 
 /// glibc gives back freed memory only from the top of an arena; pages freed below
 /// a live block (a burst of pod starts leaves many) stay resident until
-/// `malloc_trim` releases them. It walks the arenas' free lists: well under a
-/// millisecond for the agent's heap.
+/// `malloc_trim` releases them (it walks the arenas' free lists).
 async fn trim_heap_periodically() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     loop {
