@@ -629,6 +629,18 @@ fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
     let id = c.run_container(&pod, "after", json!({"command": ["sleep", "60"]}))?;
     c.wait_state(&id, "CONTAINER_RUNNING")?;
 
+    // A CreateContainer that went through leaves the next one a lease made ahead; it
+    // holds nothing, and a restart deletes it with the rest.
+    wait::until(
+        "a lease made ahead for the next CreateContainer",
+        Duration::from_secs(30),
+        || {
+            Ok(ctr(&cri, &["leases", "ls", "-q"])?
+                .contains("gantry-create-")
+                .then_some(()))
+        },
+    )?;
+
     // Crash once RemoveContainer has marked the container, before it answered: the
     // restart finishes the removal (task, snapshot, record).
     c.ok(&["stop", "--timeout", "0", &id])?;
@@ -669,6 +681,11 @@ fn crashes_in_the_middle_of_creation_leave_nothing_behind() -> Result<()> {
             Ok(Some(()))
         },
     )?;
+    let leases = ctr(&cri, &["leases", "ls", "-q"])?;
+    ensure!(
+        leases.trim().is_empty(),
+        "the lease made ahead is gone after the restarts: {leases}"
+    );
     c.ok(&["stopp", &pod.0])?;
     c.ok(&["rmp", &pod.0])?;
     ensure!(
