@@ -402,6 +402,8 @@ impl Engine {
     pub fn spawn_waiter(&self, id: &str) {
         let engine = self.clone();
         let id = id.to_string();
+        // The task idles for the container's whole life: the exit handling is boxed
+        // so that the waiting task holds only the Wait call's state.
         tokio::spawn(async move {
             let waited = engine
                 .ctd
@@ -417,11 +419,11 @@ impl Engine {
                     let at = r
                         .exited_at
                         .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64);
-                    engine.handle_exit(&id, r.exit_status, at).await;
+                    Box::pin(engine.handle_exit(&id, r.exit_status, at)).await;
                 }
                 // A task that is gone exited while nobody waited: delete_task tells.
                 Err(s) if s.code() == tonic::Code::NotFound => {
-                    engine.handle_exit(&id, 255, None).await;
+                    Box::pin(engine.handle_exit(&id, 255, None)).await;
                 }
                 Err(s) => {
                     // containerd restarted or the channel broke: the shim still runs the

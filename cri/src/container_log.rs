@@ -32,8 +32,10 @@ pub const DEFAULT_MAX_LINE_SIZE: usize = 16 * 1024;
 const LOG_FILE_MODE: u32 = 0o640;
 /// Bytes asked of a stream per read.
 const READ_CHUNK: usize = 32 * 1024;
-/// The read room of a stream with nothing pending.
-const IDLE_READ: usize = 4 * 1024;
+/// The read room of a stream with nothing pending. Most containers are quiet most of
+/// the time, so it is small (two streams per container, all of them idle-waiting); a
+/// read that fills it asks for a whole chunk next.
+const IDLE_READ: usize = 512;
 /// Entries queued between the stream readers and the writer: a container that writes
 /// faster than the disk is slowed down instead of growing our memory.
 const QUEUE_ENTRIES: usize = 256;

@@ -33,7 +33,9 @@ pub struct Engine {
     pub ios: Arc<Mutex<HashMap<String, Arc<ContainerIo>>>>,
     /// Containers containerd reported OOM for, until their exit is recorded.
     ooms: Arc<Mutex<HashSet<String>>>,
-    events: broadcast::Sender<api::ContainerEventResponse>,
+    /// Events are shared (one allocation each): the ring of 1024 slots then holds
+    /// pointers, not 1024 inline pod statuses.
+    events: broadcast::Sender<Arc<api::ContainerEventResponse>>,
     /// Told whenever a container's exit is recorded (StopContainer waits on it).
     pub exits: Arc<tokio::sync::Notify>,
     /// Facts about the node the OCI specs depend on, read once.
@@ -66,7 +68,7 @@ impl Engine {
         }
     }
 
-    pub fn subscribe_events(&self) -> broadcast::Receiver<api::ContainerEventResponse> {
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<api::ContainerEventResponse>> {
         self.events.subscribe()
     }
 
@@ -81,13 +83,13 @@ impl Engine {
             Some(s) => (s.status, s.containers_statuses),
             None => (None, vec![crate::container::cri_container_status(c)]),
         };
-        let _ = self.events.send(api::ContainerEventResponse {
+        let _ = self.events.send(Arc::new(api::ContainerEventResponse {
             container_id: c.id.clone(),
             container_event_type: kind as i32,
             created_at: crate::store::now_ns(),
             pod_sandbox_status,
             containers_statuses,
-        });
+        }));
     }
 
     pub fn take_oom(&self, id: &str) -> bool {

@@ -237,7 +237,7 @@ impl RuntimeService for CriServer {
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         let rx = self.engine.subscribe_events();
         let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
-            .filter_map(|e| async move { e.ok().map(Ok) });
+            .filter_map(|e| async move { e.ok().map(|e| Ok(Arc::unwrap_or_clone(e))) });
         Ok(Response::new(Box::pin(stream)))
     }
 
