@@ -246,7 +246,7 @@ fn write_kubeconfig(creds: &Credentials, bootstrap: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = creds.kubeconfig.with_extension("tmp");
-    std::fs::write(&tmp, serde_yaml::to_string(&cfg)?)?;
+    std::fs::write(&tmp, serde_saphyr::to_string(&cfg)?)?;
     std::fs::rename(&tmp, &creds.kubeconfig)
         .with_context(|| format!("write {}", creds.kubeconfig.display()))?;
     Ok(())

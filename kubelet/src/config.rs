@@ -286,7 +286,7 @@ impl KubeletConfiguration {
             problems,
         };
         let value: serde_json::Value =
-            serde_yaml::from_str(text).map_err(|e| err(vec![format!("not YAML or JSON: {e}")]))?;
+            serde_saphyr::from_str(text).map_err(|e| err(vec![format!("not YAML or JSON: {e}")]))?;
         let Some(map) = value.as_object() else {
             return Err(err(vec!["the document is not a mapping".to_string()]));
         };

@@ -66,7 +66,7 @@ pub fn read_dir(dir: &Path, node: &str) -> BTreeMap<String, Pod> {
 /// `<name>-<node>`, namespace default, the UID from a hash of content, node and file,
 /// and the config annotations.
 pub fn static_pod(text: &str, path: &Path, node: &str) -> Result<Pod, String> {
-    let mut pod: Pod = serde_yaml::from_str(text).map_err(|e| format!("not a v1 Pod: {e}"))?;
+    let mut pod: Pod = serde_saphyr::from_str(text).map_err(|e| format!("not a v1 Pod: {e}"))?;
     let name = pod
         .metadata
         .name
