@@ -66,7 +66,7 @@ pub fn read_dir(dir: &Path, node: &str) -> BTreeMap<String, Pod> {
 /// `<name>-<node>`, namespace default, the UID from a hash of content, node and file,
 /// and the config annotations.
 pub fn static_pod(text: &str, path: &Path, node: &str) -> Result<Pod, String> {
-    let mut pod: Pod = serde_saphyr::from_str(text).map_err(|e| format!("not a v1 Pod: {e}"))?;
+    let mut pod = decode_pod(text)?;
     let name = pod
         .metadata
         .name
@@ -102,6 +102,22 @@ pub fn static_pod(text: &str, path: &Path, node: &str) -> Result<Pod, String> {
         spec.enable_service_links.get_or_insert(true);
     }
     Ok(pod)
+}
+
+/// Reads a manifest as upstream does: its YAML becomes JSON, and the JSON is decoded
+/// as a Pod. The decoding is the one the API watch uses (the binary holds one Pod
+/// decoder, not one per format), so a YAML number where a string belongs is refused
+/// as upstream refuses it.
+fn decode_pod(text: &str) -> Result<Pod, String> {
+    let value: serde_json::Value =
+        serde_saphyr::from_str(text).map_err(|e| format!("not YAML or JSON: {e}"))?;
+    let json = serde_json::to_vec(&value).map_err(|e| format!("not a v1 Pod: {e}"))?;
+    serde_json::from_slice(&json).map_err(|e| {
+        // The position would point into the converted text, which the user never saw.
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg);
+        format!("not a v1 Pod: {msg}")
+    })
 }
 
 fn hex_of(bytes: &[u8]) -> String {
@@ -287,6 +303,31 @@ mod tests {
                 .unwrap_err()
                 .contains("spec.containers")
         );
+    }
+
+    #[test]
+    fn yaml_is_read_as_json_like_upstream() {
+        let p = Path::new("/s/x.yaml");
+        // A bare number is a quantity (JSON accepts it), and JSON flow text is YAML.
+        let limits = "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  containers:\n  - name: c\n    image: busybox:1\n    resources: {limits: {cpu: 1, memory: 64Mi}}\n";
+        let pod = static_pod(limits, p, "n").unwrap();
+        let c = &pod.spec.unwrap().containers[0];
+        let l = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!((l["cpu"].0.as_str(), l["memory"].0.as_str()), ("1", "64Mi"));
+        let json = r#"{"metadata":{"name":"j"},"spec":{"containers":[{"name":"c","image":"b"}]}}"#;
+        assert_eq!(
+            static_pod(json, p, "n").unwrap().metadata.name.unwrap(),
+            "j-n"
+        );
+        // A number where a string belongs is refused, with no position in the
+        // converted text.
+        let env = "metadata: {name: e}\nspec:\n  containers:\n  - name: c\n    image: b\n    env: [{name: A, value: 1}]\n";
+        let e = static_pod(env, p, "n").unwrap_err();
+        assert!(e.starts_with("not a v1 Pod: invalid type: integer"), "{e}");
+        assert!(!e.contains("line"), "{e}");
+        assert!(static_pod("a: [", p, "n")
+            .unwrap_err()
+            .starts_with("not YAML or JSON"));
     }
 
     #[test]
