@@ -285,8 +285,8 @@ impl KubeletConfiguration {
             file: None,
             problems,
         };
-        let value: serde_json::Value =
-            serde_saphyr::from_str(text).map_err(|e| err(vec![format!("not YAML or JSON: {e}")]))?;
+        let value: serde_json::Value = serde_saphyr::from_str(text)
+            .map_err(|e| err(vec![format!("not YAML or JSON: {e}")]))?;
         let Some(map) = value.as_object() else {
             return Err(err(vec!["the document is not a mapping".to_string()]));
         };
