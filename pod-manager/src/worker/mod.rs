@@ -324,7 +324,7 @@ impl<C: Cluster> Worker<C> {
             // finished in an earlier sandbox counts as not run.
             let earlier_sandbox = latest
                 .as_ref()
-                .is_some_and(|l| !l.sandbox_id.is_empty() && l.sandbox_id != sandbox.id);
+                .is_some_and(|l| made_in_earlier_sandbox(l, &sandbox.id));
             if earlier_sandbox && latest.as_ref().map(|l| l.state) != Some(ContainerState::Running)
             {
                 let attempt = latest.as_ref().map_or(0, |l| l.attempt + 1);
@@ -396,6 +396,15 @@ impl<C: Cluster> Worker<C> {
                         if self.kill_if_unhealthy(pod, c, &l.id).await {
                             earlier(Some(Duration::from_millis(100)));
                         }
+                    }
+                    // Made in a sandbox that has since stopped (created while that
+                    // sandbox was being stopped): it cannot start in this one, so a
+                    // new container is made here, as upstream restarts a container
+                    // left created.
+                    ContainerState::Created | ContainerState::Unknown
+                        if made_in_earlier_sandbox(&l, &sandbox.id) =>
+                    {
+                        earlier(self.start_new(pod, c, &sandbox, l.attempt + 1).await);
                     }
                     ContainerState::Created | ContainerState::Unknown => {
                         let _ = self.start_created(pod, c, &l.id).await;
@@ -978,6 +987,12 @@ pub fn go_duration(d: Duration) -> String {
     }
 }
 
+/// Whether `c` was made in a sandbox other than `sandbox` (a container whose sandbox is
+/// unknown counts as made in the current one).
+fn made_in_earlier_sandbox(c: &ContainerView, sandbox: &str) -> bool {
+    !c.sandbox_id.is_empty() && c.sandbox_id != sandbox
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -988,5 +1003,17 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
         assert_eq!(go_duration(Duration::from_secs(80)), "1m20s");
         assert_eq!(go_duration(Duration::from_millis(1250)), "1.25s");
+    }
+
+    #[test]
+    fn a_container_of_another_sandbox_is_from_an_earlier_one() {
+        let c = |sandbox: &str| ContainerView {
+            name: "app".into(),
+            sandbox_id: sandbox.into(),
+            ..Default::default()
+        };
+        assert!(made_in_earlier_sandbox(&c("old"), "new"));
+        assert!(!made_in_earlier_sandbox(&c("new"), "new"));
+        assert!(!made_in_earlier_sandbox(&c(""), "new"));
     }
 }
